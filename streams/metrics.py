@@ -1,0 +1,75 @@
+"""The worker's own Prometheus metrics, with the names dashboards and alerts rely on.
+
+Served by Faust's web server at /metrics together with Faust's sensor metrics (prefix `faust_`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "livecommerce_events",
+    "Input events by topic (unprefixed) and outcome",
+    ["topic", "outcome"],
+)
+REJECTIONS = Counter(
+    "livecommerce_rejections",
+    "Rejections emitted, by subject and reason",
+    ["subject", "reason"],
+)
+FEE_FEN = Counter(
+    "livecommerce_fee_fen",
+    "Service fees emitted in fen (reversals counted positive under kind=reversal)",
+    ["source_class", "kind"],
+)
+PROCESSING_SECONDS = Histogram(
+    "livecommerce_processing_seconds",
+    "Time to decode, decide and hand an event's outputs to the producer",
+    ["topic"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+EVENT_AGE_SECONDS = Histogram(
+    "livecommerce_event_age_seconds",
+    "Wall-clock time at decision minus the event's decision time (replays of 2020 are years old)",
+    ["topic"],
+    buckets=(
+        0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400,
+        7 * 86400, 30 * 86400, 365 * 86400, 3650 * 86400,
+    ),
+)
+KEY_MISMATCH = Counter(
+    "livecommerce_key_mismatch",
+    "Records whose Kafka key was missing or not the value's anchor_id (re-routed by anchor_id)",
+    ["topic"],
+)
+BUILD_INFO = Gauge(
+    "livecommerce_build_info",
+    "Always 1; labels name the code and policy versions in force",
+    ["version", "policy_version"],
+)
+
+OUTCOMES = ("accepted", "rejected", "applied", "dead_letter", "duplicate")
+INPUT_TOPICS = ("cart-adds", "orders", "xingtu-tasks")
+
+
+def init_series(policy_version: str, version: str) -> None:
+    """Create every label combination at zero so rates and alerts see series from the start."""
+    BUILD_INFO.labels(version=version, policy_version=policy_version).set(1)
+    for topic in INPUT_TOPICS:
+        KEY_MISMATCH.labels(topic=topic)
+        PROCESSING_SECONDS.labels(topic=topic)
+        EVENT_AGE_SECONDS.labels(topic=topic)
+        for outcome in OUTCOMES:
+            EVENTS.labels(topic=topic, outcome=outcome)
+    for subject in ("cart_add", "order"):
+        for reason in ("XINGTU_MATCH_REQUIRED", "THIRD_PARTY_CART_BANNED"):
+            REJECTIONS.labels(subject=subject, reason=reason)
+    for source_class in ("third_party", "douyin_shop"):
+        for kind in ("charge", "reversal"):
+            FEE_FEN.labels(source_class=source_class, kind=kind)
+
+REROUTED = Counter(
+    "livecommerce_rerouted",
+    "Records found in a partition other than murmur2(anchor_id)'s and re-sent there",
+    ["topic"],
+)

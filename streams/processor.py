@@ -1,0 +1,185 @@
+"""The per-record shell around the policy core: decode, route, dedup, look up, decide, emit.
+
+Kept apart from the Faust agent so that it can be driven with plain dicts as tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+from aiokafka.partitioner import murmur2
+
+from streams import metrics
+from streams.codec import Decoder, DecodeError, encode
+from streams.emit import Emitter
+from streams.policy import (
+    ChargeState,
+    Decision,
+    Policy,
+    State,
+    TaskState,
+    decide,
+    needed_keys,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Message(Protocol):
+    """What the processor reads of a Kafka record (Faust's Message has these)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+    tp: Any
+
+
+@dataclass
+class Tables:
+    """The worker's state; Faust tables in the worker, dicts in tests."""
+
+    tasks: MutableMapping[str, Any]
+    charges: MutableMapping[str, Any]
+    processed: MutableMapping[str, Any]
+
+
+@lru_cache(maxsize=1 << 16)
+def _murmur(anchor_id: str) -> int:
+    return murmur2(anchor_id.encode()) & 0x7FFFFFFF
+
+
+class Processor:
+    """Decides one record at a time; every path ends in exactly one counted outcome."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        partitions: int,
+        policy: Policy,
+        decoders: dict[str, Decoder],
+        tables: Tables,
+        emitter: Emitter,
+    ) -> None:
+        self.prefix = prefix
+        self.partitions = partitions
+        self.policy = policy
+        self.decoders = {prefix + t: d for t, d in decoders.items()}
+        self.short = {prefix + t: t for t in decoders}
+        self.tables = tables
+        self.emitter = emitter
+        self.t_rejections = prefix + "rejections"
+        self.t_fees = prefix + "fees"
+        self.t_dead = prefix + "dead-letters"
+
+    async def process(self, msg: Message) -> None:
+        started = time.perf_counter()
+        topic = self.short[msg.topic]
+        try:
+            event = self.decoders[msg.topic](msg.value)
+        except DecodeError as exc:
+            await self._dead_letter(msg, topic, str(exc))
+            return
+        anchor = event.anchor_id
+        if msg.key is None or msg.key != anchor.encode():
+            metrics.KEY_MISMATCH.labels(topic=topic).inc()
+        home = _murmur(anchor) % self.partitions
+        if home != msg.partition:
+            await self._reroute(msg, topic, anchor, home)
+            return
+        seen_key = f"{topic}/{event.event_id}"
+        if seen_key in self.tables.processed:
+            metrics.EVENTS.labels(topic=topic, outcome="duplicate").inc()
+            return
+        try:
+            decision = self._decide(event, msg)
+        except Exception as exc:  # a bug must not stall the partition; the record is kept
+            log.exception("decision failed for %s/%s@%s", msg.topic, msg.partition, msg.offset)
+            await self._dead_letter(msg, topic, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        self._store(event, decision)
+        self.tables.processed[seen_key] = decision.t_ms
+        await self._emit(msg, topic, decision)
+        metrics.EVENT_AGE_SECONDS.labels(topic=topic).observe(
+            max(0.0, time.time() - decision.t_ms / 1000)
+        )
+        metrics.PROCESSING_SECONDS.labels(topic=topic).observe(time.perf_counter() - started)
+
+    def _decide(self, event: Any, msg: Message) -> Decision:
+        task_key, charge_key = needed_keys(event)
+        task = self.tables.tasks.get(task_key) if task_key else None
+        charge = self.tables.charges.get(charge_key) if charge_key else None
+        state = State(
+            task=TaskState.from_json(task) if task else None,
+            charge=ChargeState.from_json(charge) if charge else None,
+        )
+        record_ms = int(msg.timestamp * 1000) if msg.timestamp else None
+        return decide(
+            event, state, self.policy, record_ms=record_ms, now_ms=int(time.time() * 1000)
+        )
+
+    def _store(self, event: Any, decision: Decision) -> None:
+        task_key, charge_key = needed_keys(event)
+        if decision.task is not None and task_key:
+            self.tables.tasks[task_key] = decision.task.to_json()
+        if decision.charge is not None and charge_key:
+            self.tables.charges[charge_key] = decision.charge.to_json()
+
+    async def _emit(self, msg: Message, topic: str, d: Decision) -> None:
+        metrics.EVENTS.labels(topic=topic, outcome=d.outcome).inc()
+        if d.rejection is not None:
+            r = d.rejection
+            await self.emitter.send(
+                self.t_rejections, r["anchor_id"].encode(), encode(r), source=msg.tp
+            )
+            metrics.REJECTIONS.labels(subject=r["subject"], reason=r["reason"]).inc()
+        if d.fee is not None:
+            f = d.fee
+            await self.emitter.send(self.t_fees, f["order_id"].encode(), encode(f), source=msg.tp)
+            metrics.FEE_FEN.labels(source_class=f["source_class"], kind=f["kind"]).inc(
+                f["fee_fen"]
+            )
+
+    async def _dead_letter(self, msg: Message, topic: str, error: str) -> None:
+        log.warning(
+            "dead letter %s/%s@%s: %s", msg.topic, msg.partition, msg.offset, error[:200]
+        )
+        headers = [
+            ("error", error.encode("utf-8", "replace")),
+            ("source_topic", msg.topic.encode()),
+            ("source_partition", str(msg.partition).encode()),
+            ("source_offset", str(msg.offset).encode()),
+        ]
+        await self.emitter.send(self.t_dead, msg.key, msg.value, headers=headers, source=msg.tp)
+        metrics.EVENTS.labels(topic=topic, outcome="dead_letter").inc()
+
+    async def _reroute(self, msg: Message, topic: str, anchor: str, home: int) -> None:
+        """Re-send the original bytes to the anchor's partition; that copy is then decided."""
+        metrics.REROUTED.labels(topic=topic).inc()
+        headers = [*(_headers(msg)), ("rerouted_from", f"{msg.partition}:{msg.offset}".encode())]
+        await self.emitter.send(
+            msg.topic,
+            anchor.encode(),
+            msg.value,
+            headers=headers,
+            partition=home,
+            timestamp=msg.timestamp or None,
+            source=msg.tp,
+        )
+
+
+def _headers(msg: Message) -> list[tuple[str, bytes]]:
+    h = msg.headers
+    if not h:
+        return []
+    items = h.items() if isinstance(h, dict) else h
+    return [(str(k), bytes(v)) for k, v in items if k != "rerouted_from"]

@@ -1,0 +1,141 @@
+"""Topic names, and the start-up check that creates missing topics and refuses bad layouts.
+
+Faust only creates topics it owns (`internal=True`); the input and output topics belong to the
+platform, so the worker creates the missing ones itself and checks co-partitioning before it
+joins the group: a partition-count mismatch would silently split a streamer's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from streams.config import Settings
+
+log = logging.getLogger(__name__)
+
+INPUT_TOPICS = ("cart-adds", "orders", "xingtu-tasks")
+OUTPUT_TOPICS = ("rejections", "fees", "dead-letters")
+
+
+class StartupError(RuntimeError):
+    """The worker must not start; the message says what to do."""
+
+
+def client_auth(s: Settings) -> dict[str, Any]:
+    """aiokafka connection settings shared by the admin client, producers and tests."""
+    auth: dict[str, Any] = {"security_protocol": s.security_protocol}
+    if s.security_protocol.startswith("SASL"):
+        auth.update(
+            sasl_mechanism=s.sasl_mechanism,
+            sasl_plain_username=s.sasl_username,
+            sasl_plain_password=s.sasl_password,
+        )
+    if s.security_protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        auth["ssl_context"] = create_ssl_context()
+    return auth
+
+
+async def ensure_topics(s: Settings) -> dict[str, int]:
+    """Create missing topics; return partition counts; raise StartupError on a bad layout."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=s.bootstrap_servers,
+        request_timeout_ms=int(s.startup_timeout * 1000),
+        client_id=f"{s.app_id}-preflight",
+        **client_auth(s),
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout=s.startup_timeout)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        await _close_quietly(admin)
+        raise StartupError(_connect_hint(s, exc)) from None
+    try:
+        return await _ensure(admin, s)
+    except KafkaError as exc:
+        raise StartupError(f"Kafka refused the topic check at {s.broker}: {exc!r}") from None
+    finally:
+        await _close_quietly(admin)
+
+
+async def _ensure(admin: AIOKafkaAdminClient, s: Settings) -> dict[str, int]:
+    names = [s.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)]
+    existing = await _partition_counts(admin, names)
+    missing = [n for n in names if n not in existing]
+    if missing:
+        config = {"retention.ms": str(s.topic_retention_ms)}
+        new = [
+            NewTopic(n, s.topic_partitions, s.topic_replication, topic_configs=config)
+            for n in missing
+        ]
+        log.info("creating topics %s with %d partitions", missing, s.topic_partitions)
+        result = await admin.create_topics(new, timeout_ms=int(s.startup_timeout * 1000))
+        _raise_for_create_errors(result)
+        existing = await _partition_counts(admin, names)
+    inputs = {t: existing.get(s.topic(t)) for t in INPUT_TOPICS}
+    counts = set(inputs.values())
+    if len(counts) != 1:
+        raise StartupError(
+            "input topics are not co-partitioned: "
+            + ", ".join(f"{s.topic(t)}={n}" for t, n in inputs.items())
+            + ". A streamer's Xingtu tasks, cart-adds and orders must meet in one worker: give "
+            "all three the same partition count (kafka-topics --alter --partitions N), "
+            "then restart."
+        )
+    (n,) = counts
+    if n != s.topic_partitions:
+        raise StartupError(
+            f"input topics have {n} partitions but STREAMS_TOPIC_PARTITIONS="
+            f"{s.topic_partitions}; set STREAMS_TOPIC_PARTITIONS={n} so that the state "
+            "tables' changelogs are co-partitioned with the inputs."
+        )
+    return existing
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    found = set(await admin.list_topics())
+    wanted = [n for n in names if n in found]
+    if not wanted:
+        return {}
+    described = await admin.describe_topics(wanted)
+    return {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
+
+
+def _raise_for_create_errors(result: Any) -> None:
+    errors = getattr(result, "topic_errors", None) or getattr(result, "topic_error_codes", [])
+    for entry in errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else ""
+        if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (another worker won the race)
+            raise StartupError(f"cannot create topic {name}: error {code} {message}")
+
+
+def _connect_hint(s: Settings, exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "auth" in text.lower() or "sasl" in text.lower():
+        return (
+            f"Kafka at {s.broker} rejected the credentials of user {s.sasl_username!r} "
+            f"({s.sasl_mechanism}): check STREAMS_BROKER_SASL_USERNAME and "
+            "STREAMS_BROKER_SASL_PASSWORD"
+        )
+    return (
+        f"cannot reach Kafka at {s.broker} within {s.startup_timeout:g}s ({text}). "
+        "Is the broker running and STREAMS_BROKER right? (locally: make kafka)"
+    )
+
+
+async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
+    try:
+        await admin.close()
+    except Exception:  # closing a client that never connected may raise; nothing to save
+        pass
+
+
+def partition_counts_view(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
