@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make run`: the local Kafka, the worker and a demo producer; Ctrl-C stops what this started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port="${KAFKA_PORT:-9092}"
+export STREAMS_BROKER="${STREAMS_BROKER:-kafka://127.0.0.1:$port}"
+export STREAMS_DATA_DIR="${STREAMS_DATA_DIR:-.data}"
+kafka_started=""
+pids=()
+
+cleanup() {
+  trap - INT TERM EXIT
+  echo "make run: stopping..." >&2
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ -n "$kafka_started" ]]; then deploy/local-kafka/kafka.sh stop || true; fi
+}
+trap cleanup INT TERM EXIT
+
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  deploy/local-kafka/kafka.sh start
+  kafka_started=1
+fi
+
+.venv/bin/faust -A streams worker -l info &
+pids+=($!)
+# The demo producer waits for the worker to create the topics, then sends a steady trickle.
+.venv/bin/python -m streams.loadgen --rate "${DEMO_RATE:-50}" --duration "${DEMO_DURATION:-3600}" \
+  --seed "${DEMO_SEED:-$RANDOM}" &
+pids+=($!)
+echo "make run: worker and demo producer running; metrics: curl localhost:${STREAMS_WEB_PORT:-6066}/metrics; Ctrl-C stops" >&2
+wait -n "${pids[@]}" || true
