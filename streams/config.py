@@ -184,7 +184,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             " or ".join(SECURITY_PROTOCOLS),
         ),
         sasl_mechanism=_get(
-            e, "STREAMS_BROKER_SASL_MECHANISM", None, _choice(SASL_MECHANISMS),
+            e,
+            "STREAMS_BROKER_SASL_MECHANISM",
+            None,
+            _choice(SASL_MECHANISMS),
             " or ".join(SASL_MECHANISMS),
         ),
         sasl_username=_get(e, "STREAMS_BROKER_SASL_USERNAME", None, str, "a user name"),

@@ -45,7 +45,12 @@ class Emitter:
         if self._eos:
             producer: Any = self._app.producer
             return await producer.send(
-                topic, key, value, partition, timestamp, headers,
+                topic,
+                key,
+                value,
+                partition,
+                timestamp,
+                headers,
                 transactional_id=self._tid(source),
             )
         producer = await self._app.maybe_start_producer()

@@ -33,8 +33,21 @@ EVENT_AGE_SECONDS = Histogram(
     "Wall-clock time at decision minus the event's decision time (replays of 2020 are years old)",
     ["topic"],
     buckets=(
-        0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400,
-        7 * 86400, 30 * 86400, 365 * 86400, 3650 * 86400,
+        0.01,
+        0.05,
+        0.1,
+        0.5,
+        1,
+        5,
+        30,
+        60,
+        300,
+        3600,
+        86400,
+        7 * 86400,
+        30 * 86400,
+        365 * 86400,
+        3650 * 86400,
     ),
 )
 KEY_MISMATCH = Counter(
@@ -67,6 +80,7 @@ def init_series(policy_version: str, version: str) -> None:
     for source_class in ("third_party", "douyin_shop"):
         for kind in ("charge", "reversal"):
             FEE_FEN.labels(source_class=source_class, kind=kind)
+
 
 REROUTED = Counter(
     "livecommerce_rerouted",

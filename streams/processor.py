@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from aiokafka.partitioner import murmur2
 
 from streams import metrics
-from streams.codec import Decoder, DecodeError, encode
+from streams.codec import DecodeError, Decoder, encode
 from streams.emit import Emitter
 from streams.policy import (
     ChargeState,
@@ -145,14 +145,10 @@ class Processor:
         if d.fee is not None:
             f = d.fee
             await self.emitter.send(self.t_fees, f["order_id"].encode(), encode(f), source=msg.tp)
-            metrics.FEE_FEN.labels(source_class=f["source_class"], kind=f["kind"]).inc(
-                f["fee_fen"]
-            )
+            metrics.FEE_FEN.labels(source_class=f["source_class"], kind=f["kind"]).inc(f["fee_fen"])
 
     async def _dead_letter(self, msg: Message, topic: str, error: str) -> None:
-        log.warning(
-            "dead letter %s/%s@%s: %s", msg.topic, msg.partition, msg.offset, error[:200]
-        )
+        log.warning("dead letter %s/%s@%s: %s", msg.topic, msg.partition, msg.offset, error[:200])
         headers = [
             ("error", error.encode("utf-8", "replace")),
             ("source_topic", msg.topic.encode()),

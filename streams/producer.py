@@ -66,7 +66,12 @@ class InputProducer:
         return orjson.dumps(event)
 
     async def send(
-        self, topic: str, event: dict[str, Any], *, timestamp_ms: int | None = None, wait: bool = True
+        self,
+        topic: str,
+        event: dict[str, Any],
+        *,
+        timestamp_ms: int | None = None,
+        wait: bool = True,
     ) -> Any:
         """Send one event to `<prefix><topic>`; returns the record metadata (or its future)."""
         value = self.encode(topic, event)

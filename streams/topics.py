@@ -8,6 +8,7 @@ joins the group: a partition-count mismatch would silently split a streamer's st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -131,10 +132,9 @@ def _connect_hint(s: Settings, exc: BaseException) -> str:
 
 
 async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
-    try:
+    # Closing a client that never connected may raise; there is nothing to save.
+    with contextlib.suppress(Exception):
         await admin.close()
-    except Exception:  # closing a client that never connected may raise; nothing to save
-        pass
 
 
 def partition_counts_view(counts: Mapping[str, int]) -> str:

@@ -18,7 +18,12 @@ async def livez(self: web.View, request: web.Request) -> web.Response:
 async def readyz(self: web.View, request: web.Request) -> web.Response:
     consumer: Any = app.consumer
     assigned = len(consumer.assignment()) if app.started else 0
-    recovering = not app.tables.recovery.completed.is_set() if app.started else True
-    body = {"assigned_partitions": assigned, "recovering": recovering, "rebalancing": app.rebalancing}
+    tables: Any = app.tables
+    recovering = not tables.recovery.completed.is_set() if app.started else True
+    body = {
+        "assigned_partitions": assigned,
+        "recovering": recovering,
+        "rebalancing": app.rebalancing,
+    }
     ready = app.started and not recovering and not app.rebalancing
     return self.json(body, status=200 if ready else 503)

@@ -27,8 +27,14 @@ def task(anchor: str, product: str, task_id: str, at: str, status: str = "matche
 
 
 def cart_add(
-    anchor: str, product: str, source: str, at: str, *, task_id: str | None = None,
-    channel: str = "live", room: str = "room-1",
+    anchor: str,
+    product: str,
+    source: str,
+    at: str,
+    *,
+    task_id: str | None = None,
+    channel: str = "live",
+    room: str = "room-1",
 ) -> dict:
     e: dict[str, Any] = {
         "event_id": _id("ca"),
@@ -45,9 +51,17 @@ def cart_add(
 
 
 def order(
-    anchor: str, product: str, source: str, at: str, amount_fen: int, *,
-    order_id: str | None = None, status: str = "paid", task_id: str | None = None,
-    channel: str = "live", room: str = "room-1",
+    anchor: str,
+    product: str,
+    source: str,
+    at: str,
+    amount_fen: int,
+    *,
+    order_id: str | None = None,
+    status: str = "paid",
+    task_id: str | None = None,
+    channel: str = "live",
+    room: str = "room-1",
 ) -> dict:
     return {
         "event_id": _id("or"),

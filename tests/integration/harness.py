@@ -152,9 +152,7 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         metric, _, rest = head.partition("{")
         if metric != name:
             continue
-        pairs = dict(
-            p.split("=", 1) for p in rest.rstrip("}").split(",") if "=" in p
-        )
+        pairs = dict(p.split("=", 1) for p in rest.rstrip("}").split(",") if "=" in p)
         if all(pairs.get(k, "").strip('"') == v for k, v in labels.items()):
             total += float(value)
     return total
@@ -238,14 +236,13 @@ async def consume_all(
             for tp, msgs in batch.items():
                 for m in msgs:
                     out.append(
-                        Received(tp.topic, tp.partition, m.offset, m.key, m.value,
-                                 list(m.headers or []))
+                        Received(
+                            tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers or [])
+                        )
                     )
                     got += 1
             if until is None or until(out):
-                if got:
-                    satisfied_at = time.monotonic()
-                elif satisfied_at is None:
+                if got or satisfied_at is None:
                     satisfied_at = time.monotonic()
                 elif time.monotonic() - satisfied_at >= idle:
                     break

@@ -30,20 +30,53 @@ def test_kcat_in_kcat_out(make_worker) -> None:
     # kcat's default partitioner is not Java's murmur2; the worker re-routes by anchor_id anyway.
     lines = b"".join(a.encode() + b"\t" + orjson.dumps(e) + b"\n" for e in (banned, fine))
     kcat("-P", "-t", p + "cart-adds", "-K", "\t", data=lines)
-    out = kcat("-C", "-t", p + "rejections", "-c", "1", "-e", "-J", "-o", "beginning",
-               "-X", "isolation.level=read_committed", timeout=90)
+    out = kcat(
+        "-C",
+        "-t",
+        p + "rejections",
+        "-c",
+        "1",
+        "-e",
+        "-J",
+        "-o",
+        "beginning",
+        "-X",
+        "isolation.level=read_committed",
+        timeout=90,
+    )
     # -e may end before the worker wrote: poll until the one rejection is there.
     import time
+
     deadline = time.monotonic() + 60
     while not out.strip() and time.monotonic() < deadline:
         time.sleep(0.5)
-        out = kcat("-C", "-t", p + "rejections", "-c", "1", "-e", "-J", "-o", "beginning",
-                   "-X", "isolation.level=read_committed")
+        out = kcat(
+            "-C",
+            "-t",
+            p + "rejections",
+            "-c",
+            "1",
+            "-e",
+            "-J",
+            "-o",
+            "beginning",
+            "-X",
+            "isolation.level=read_committed",
+        )
     env = orjson.loads(out.splitlines()[0])
     doc = orjson.loads(env["payload"])
     assert env["key"] == a
     assert doc["rejection_id"] == f"rej:{banned['event_id']}"
     assert doc["reason"] == "THIRD_PARTY_CART_BANNED"
-    everything = kcat("-C", "-t", p + "rejections", "-e", "-q", "-o", "beginning",
-                      "-X", "isolation.level=read_committed")
+    everything = kcat(
+        "-C",
+        "-t",
+        p + "rejections",
+        "-e",
+        "-q",
+        "-o",
+        "beginning",
+        "-X",
+        "isolation.level=read_committed",
+    )
     assert len(everything.splitlines()) == 1, "the douyin_shop cart-add must not be rejected"

@@ -62,7 +62,9 @@ async def test_every_rule_through_the_pipeline(worker: Worker) -> None:
         ev.task(a, "p-late", "xt-late", "2020-09-20T00:00:00+08:00"),
     ]
     await produce(event_record(p + "xingtu-tasks", t, ev.ts(t)) for t in tasks)
-    await wait_metric(worker, "livecommerce_events_total", 4, topic="xingtu-tasks", outcome="applied")
+    await wait_metric(
+        worker, "livecommerce_events_total", 4, topic="xingtu-tasks", outcome="applied"
+    )
 
     cases = {
         # name: (event, expected rejection reason or None)
@@ -70,15 +72,21 @@ async def test_every_rule_through_the_pipeline(worker: Worker) -> None:
             ev.cart_add(a, "p1", "taobao", "2020-10-10T00:00:00+08:00", channel="short_video"),
             None,
         ),
-        "own shop after ban": (ev.cart_add(a, "p1", "douyin_shop", "2020-10-10T00:00:00+08:00"), None),
+        "own shop after ban": (
+            ev.cart_add(a, "p1", "douyin_shop", "2020-10-10T00:00:00+08:00"),
+            None,
+        ),
         "third-party before xingtu rule": (
-            ev.cart_add(a, "p1", "jd", "2020-09-05T23:59:59+08:00"), None
+            ev.cart_add(a, "p1", "jd", "2020-09-05T23:59:59+08:00"),
+            None,
         ),
         "third-party at xingtu rule, no task": (
-            ev.cart_add(a, "p1", "jd", "2020-09-05T16:00:00Z"), "XINGTU_MATCH_REQUIRED"
+            ev.cart_add(a, "p1", "jd", "2020-09-05T16:00:00Z"),
+            "XINGTU_MATCH_REQUIRED",
         ),
         "third-party with matched task": (
-            ev.cart_add(a, "p-ok", "taobao", "2020-09-10T00:00:00+08:00", task_id="xt-ok"), None
+            ev.cart_add(a, "p-ok", "taobao", "2020-09-10T00:00:00+08:00", task_id="xt-ok"),
+            None,
         ),
         "task for another product": (
             ev.cart_add(a, "p-other", "taobao", "2020-09-10T00:00:00+08:00", task_id="xt-ok"),
@@ -97,15 +105,20 @@ async def test_every_rule_through_the_pipeline(worker: Worker) -> None:
             "XINGTU_MATCH_REQUIRED",
         ),
         "unknown source fails closed": (
-            ev.cart_add(a, "p1", "zz_new_mall", "2020-09-10T00:00:00+08:00"), "XINGTU_MATCH_REQUIRED"
+            ev.cart_add(a, "p1", "zz_new_mall", "2020-09-10T00:00:00+08:00"),
+            "XINGTU_MATCH_REQUIRED",
         ),
         "ban, even with task": (
             ev.cart_add(a, "p-ok", "taobao", "2020-10-09T00:00:00+08:00", task_id="xt-ok"),
             "THIRD_PARTY_CART_BANNED",
         ),
-        "ban, in UTC": (ev.cart_add(a, "p1", "tmall", "2020-10-08T16:00:00Z"), "THIRD_PARTY_CART_BANNED"),
+        "ban, in UTC": (
+            ev.cart_add(a, "p1", "tmall", "2020-10-08T16:00:00Z"),
+            "THIRD_PARTY_CART_BANNED",
+        ),
         "just before ban, in UTC, with task": (
-            ev.cart_add(a, "p-ok", "tmall", "2020-10-08T15:59:59Z", task_id="xt-ok"), None
+            ev.cart_add(a, "p-ok", "tmall", "2020-10-08T15:59:59Z", task_id="xt-ok"),
+            None,
         ),
     }
     records = [event_record(p + "cart-adds", e, ev.ts(e)) for e, _ in cases.values()]
@@ -127,7 +140,8 @@ async def test_every_rule_through_the_pipeline(worker: Worker) -> None:
     assert rejections[f"rej:{backdated['event_id']}"]["clock"] == "record"
     for r in rejections.values():
         assert r["policy_version"] and r["rule_id"] in {
-            "xingtu-match-required", "third-party-cart-banned"
+            "xingtu-match-required",
+            "third-party-cart-banned",
         }
         assert r["anchor_id"].startswith(a)
     for rec in got:
@@ -141,20 +155,54 @@ async def test_orders_fees_and_refund_reversals(worker: Worker) -> None:
     t = ev.task(a, "sku", "xt-1", "2020-08-15T00:00:00+08:00")
     t_shop = ev.task(a, "sku-shop", "xt-2", "2020-08-15T00:00:00+08:00")
     await produce(event_record(p + "xingtu-tasks", x, ev.ts(x)) for x in (t, t_shop))
-    await wait_metric(worker, "livecommerce_events_total", 6, topic="xingtu-tasks", outcome="applied")
+    await wait_metric(
+        worker, "livecommerce_events_total", 6, topic="xingtu-tasks", outcome="applied"
+    )
     paid_tp = ev.order(a, "sku", "taobao", "2020-09-10T12:00:00+08:00", 12345, task_id="xt-1")
-    paid_shop = ev.order(a, "sku-shop", "douyin_shop", "2020-10-20T12:00:00+08:00", 9999, task_id="xt-2")
+    paid_shop = ev.order(
+        a, "sku-shop", "douyin_shop", "2020-10-20T12:00:00+08:00", 9999, task_id="xt-2"
+    )
     before_fee = ev.order(a, "sku", "taobao", "2020-08-19T23:59:59+08:00", 10000, task_id="xt-1")
     no_task = ev.order(a, "sku", "douyin_shop", "2020-09-10T12:00:00+08:00", 10000)
-    short = ev.order(a, "sku", "taobao", "2020-09-10T12:00:00+08:00", 10000, task_id="xt-1",
-                     channel="short_video")
+    short = ev.order(
+        a,
+        "sku",
+        "taobao",
+        "2020-09-10T12:00:00+08:00",
+        10000,
+        task_id="xt-1",
+        channel="short_video",
+    )
     banned = ev.order(a, "sku", "taobao", "2020-10-10T12:00:00+08:00", 10000, task_id="xt-1")
-    refund1 = ev.order(a, "sku", "taobao", "2020-09-11T12:00:00+08:00", 5000,
-                       order_id=paid_tp["order_id"], status="refunded", task_id="xt-1")
-    refund2 = ev.order(a, "sku", "taobao", "2020-09-12T12:00:00+08:00", 99999,
-                       order_id=paid_tp["order_id"], status="refunded", task_id="xt-1")
-    refund_none = ev.order(a, "sku", "douyin_shop", "2020-09-12T12:00:00+08:00", 100,
-                           order_id=no_task["order_id"], status="refunded")
+    refund1 = ev.order(
+        a,
+        "sku",
+        "taobao",
+        "2020-09-11T12:00:00+08:00",
+        5000,
+        order_id=paid_tp["order_id"],
+        status="refunded",
+        task_id="xt-1",
+    )
+    refund2 = ev.order(
+        a,
+        "sku",
+        "taobao",
+        "2020-09-12T12:00:00+08:00",
+        99999,
+        order_id=paid_tp["order_id"],
+        status="refunded",
+        task_id="xt-1",
+    )
+    refund_none = ev.order(
+        a,
+        "sku",
+        "douyin_shop",
+        "2020-09-12T12:00:00+08:00",
+        100,
+        order_id=no_task["order_id"],
+        status="refunded",
+    )
     batch = [paid_tp, paid_shop, before_fee, no_task, short, banned, refund1, refund2, refund_none]
     await produce(event_record(p + "orders", o, ev.ts(o)) for o in batch)
 
@@ -169,7 +217,9 @@ async def test_orders_fees_and_refund_reversals(worker: Worker) -> None:
         [p + "fees"], until=lambda rs: expect_fees.keys() <= {r.json()["fee_id"] for r in rs}
     )
     fees = {k: v for k, v in by_id(got, "fee_id").items() if k in ours}
-    assert {k: (v["kind"], v["source_class"], v["rate_bps"], v["fee_fen"]) for k, v in fees.items()} == expect_fees
+    assert {
+        k: (v["kind"], v["source_class"], v["rate_bps"], v["fee_fen"]) for k, v in fees.items()
+    } == expect_fees
     for rec in got:
         if rec.json()["fee_id"] in ours:
             assert rec.key == rec.json()["order_id"].encode()
@@ -188,25 +238,29 @@ async def test_duplicates_dead_letters_and_rekeying(worker: Worker) -> None:
     a = unique("anchor")
     dup = ev.cart_add(a, "p1", "taobao", "2020-10-10T00:00:00+08:00")
     bad_json = b'{"event_id": "x", '
-    bad_schema = orjson.dumps({**ev.cart_add(a, "p1", "taobao", "2020-10-10T00:00:00+08:00"),
-                               "channel": "tv"})
+    bad_schema = orjson.dumps(
+        {**ev.cart_add(a, "p1", "taobao", "2020-10-10T00:00:00+08:00"), "channel": "tv"}
+    )
     non_utf8 = b'{"event_id": "\xff\xfe"}'
     after = ev.cart_add(a, "p2", "jd", "2020-10-11T00:00:00+08:00")
     wrong_key = ev.cart_add(a, "p3", "jd", "2020-10-12T00:00:00+08:00")
     no_key = ev.cart_add(a, "p4", "jd", "2020-10-12T00:00:00+08:00")
-    before = metric_value(worker.metrics(), "livecommerce_events_total", topic="cart-adds",
-                          outcome="duplicate")
-    await produce([
-        event_record(p + "cart-adds", dup, ev.ts(dup)),
-        event_record(p + "cart-adds", dup, ev.ts(dup)),
-        (p + "cart-adds", a.encode(), bad_json, None),
-        (p + "cart-adds", b"k-schema", bad_schema, None),
-        (p + "cart-adds", a.encode(), b"", None),
-        (p + "orders", None, non_utf8, None),
-        event_record(p + "cart-adds", after, ev.ts(after)),
-        (p + "cart-adds", b"someone-else", orjson.dumps(wrong_key), ev.ts(wrong_key)),
-        (p + "cart-adds", None, orjson.dumps(no_key), ev.ts(no_key)),
-    ])
+    before = metric_value(
+        worker.metrics(), "livecommerce_events_total", topic="cart-adds", outcome="duplicate"
+    )
+    await produce(
+        [
+            event_record(p + "cart-adds", dup, ev.ts(dup)),
+            event_record(p + "cart-adds", dup, ev.ts(dup)),
+            (p + "cart-adds", a.encode(), bad_json, None),
+            (p + "cart-adds", b"k-schema", bad_schema, None),
+            (p + "cart-adds", a.encode(), b"", None),
+            (p + "orders", None, non_utf8, None),
+            event_record(p + "cart-adds", after, ev.ts(after)),
+            (p + "cart-adds", b"someone-else", orjson.dumps(wrong_key), ev.ts(wrong_key)),
+            (p + "cart-adds", None, orjson.dumps(no_key), ev.ts(no_key)),
+        ]
+    )
     ids = {f"rej:{e['event_id']}" for e in (dup, after, wrong_key, no_key)}
     got = await consume_all(
         [p + "rejections"], until=lambda rs: ids <= {r.json()["rejection_id"] for r in rs}
@@ -225,5 +279,8 @@ async def test_duplicates_dead_letters_and_rekeying(worker: Worker) -> None:
     errors = {dict(d.headers)["error"].decode().split(":")[0] for d in dead}
     assert {"not UTF-8 JSON", "schema", "empty value"} <= errors
     m = worker.metrics()
-    assert metric_value(m, "livecommerce_events_total", topic="cart-adds", outcome="duplicate") == before + 1
+    assert (
+        metric_value(m, "livecommerce_events_total", topic="cart-adds", outcome="duplicate")
+        == before + 1
+    )
     assert metric_value(m, "livecommerce_key_mismatch_total", topic="cart-adds") >= 2

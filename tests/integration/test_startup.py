@@ -27,8 +27,9 @@ def run_until_exit(w: Worker, timeout: float = 60) -> tuple[int, str]:
 
 def test_stopped_broker_fails_clearly(make_worker) -> None:
     port = free_port()  # nothing listens there
-    w = make_worker(extra_env={"STREAMS_BROKER": f"kafka://127.0.0.1:{port}",
-                               "STREAMS_STARTUP_TIMEOUT": "3"})
+    w = make_worker(
+        extra_env={"STREAMS_BROKER": f"kafka://127.0.0.1:{port}", "STREAMS_STARTUP_TIMEOUT": "3"}
+    )
     t0 = time.monotonic()
     code, log = run_until_exit(w)
     assert code != 0
@@ -40,9 +41,13 @@ def test_stopped_broker_fails_clearly(make_worker) -> None:
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("STREAMS_WEB_PORT", "http"), ("STREAMS_TOPIC_PARTITIONS", "0"),
-     ("STREAMS_BROKER", "localhost:9092"), ("STREAMS_POLICY_FILE", "/nonexistent.toml"),
-     ("STREAMS_PROCESSING_GUARANTEE", "maybe")],
+    [
+        ("STREAMS_WEB_PORT", "http"),
+        ("STREAMS_TOPIC_PARTITIONS", "0"),
+        ("STREAMS_BROKER", "localhost:9092"),
+        ("STREAMS_POLICY_FILE", "/nonexistent.toml"),
+        ("STREAMS_PROCESSING_GUARANTEE", "maybe"),
+    ],
 )
 def test_bad_setting_names_the_variable(make_worker, var: str, value: str) -> None:
     code, log = run_until_exit(make_worker(extra_env={var: value}))
@@ -67,10 +72,13 @@ def test_inputs_not_copartitioned_refuse_to_start(make_worker) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
         await admin.start()
         try:
-            await admin.create_topics([
-                NewTopic(prefix + "cart-adds", 4, 1), NewTopic(prefix + "orders", 2, 1),
-                NewTopic(prefix + "xingtu-tasks", 4, 1),
-            ])
+            await admin.create_topics(
+                [
+                    NewTopic(prefix + "cart-adds", 4, 1),
+                    NewTopic(prefix + "orders", 2, 1),
+                    NewTopic(prefix + "xingtu-tasks", 4, 1),
+                ]
+            )
         finally:
             await admin.close()
 
