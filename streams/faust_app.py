@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import faust
+from aiokafka.helpers import create_ssl_context
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from streams.config import ConfigError, Settings, load_settings
@@ -28,7 +29,7 @@ def _credentials(s: Settings) -> Any:
         username=s.sasl_username,
         password=s.sasl_password,
         mechanism=s.sasl_mechanism,
-        ssl_context=None,
+        ssl_context=create_ssl_context() if s.security_protocol == "SASL_SSL" else None,
     )
 
 

@@ -61,6 +61,12 @@ BUILD_INFO = Gauge(
     ["version", "policy_version"],
 )
 
+REROUTED = Counter(
+    "livecommerce_rerouted",
+    "Records found in a partition other than murmur2(anchor_id)'s and re-sent there",
+    ["topic"],
+)
+
 OUTCOMES = ("accepted", "rejected", "applied", "dead_letter", "duplicate")
 INPUT_TOPICS = ("cart-adds", "orders", "xingtu-tasks")
 
@@ -70,6 +76,7 @@ def init_series(policy_version: str, version: str) -> None:
     BUILD_INFO.labels(version=version, policy_version=policy_version).set(1)
     for topic in INPUT_TOPICS:
         KEY_MISMATCH.labels(topic=topic)
+        REROUTED.labels(topic=topic)
         PROCESSING_SECONDS.labels(topic=topic)
         EVENT_AGE_SECONDS.labels(topic=topic)
         for outcome in OUTCOMES:
@@ -81,9 +88,3 @@ def init_series(policy_version: str, version: str) -> None:
         for kind in ("charge", "reversal"):
             FEE_FEN.labels(source_class=source_class, kind=kind)
 
-
-REROUTED = Counter(
-    "livecommerce_rerouted",
-    "Records found in a partition other than murmur2(anchor_id)'s and re-sent there",
-    ["topic"],
-)
