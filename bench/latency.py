@@ -1,0 +1,293 @@
+"""Decision latency of one worker at a fixed offered rate (half its measured maximum).
+
+Fresh events (another seed, dated after the October 2020 cart ban so that many of them yield a
+rejection or a fee) are produced at a steady rate while the worker runs. For every output:
+
+  decision latency = output CreateTime (the worker's producer stamps it when it sends the output)
+                     - the wall-clock time the bench handed the input to its producer.
+
+It covers the producer, the broker, the worker's fetch, decode, decide and send; not the
+transaction commit. `visible` latency adds that: the time a read_committed consumer in the bench
+receives the output, minus the same send time (exactly-once outputs appear when the worker
+commits, every STREAMS_COMMIT_INTERVAL). The worker's own `livecommerce_processing_seconds`
+histogram (decode..hand-off to the producer, per record) is reported alongside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench.kafka import (
+    BOOTSTRAP,
+    OUTPUT_TOPICS,
+    Completeness,
+    admin_client,
+    check_outputs,
+    committed_offsets,
+    prepare_backlog,
+    read_topics,
+)
+from bench.run_worker import (
+    POLL_S,
+    WorkerProcess,
+    histogram,
+    histogram_quantile,
+    metric_value,
+)
+from streams.loadgen.expected import expected_outputs
+from streams.loadgen.generate import DEFAULT_END, generate, phases
+
+LATENCY_START = "2020-10-10T00:00:00+08:00"
+
+
+@dataclass
+class LatencyResult:
+    offered_rate: float
+    planned_seconds: float
+    events: int
+    send_seconds: float = 0.0
+    achieved_rate: float = 0.0
+    outputs: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    visible_p50_ms: float | None = None
+    visible_p99_ms: float | None = None
+    p50_first_third_ms: float | None = None
+    p50_last_third_ms: float | None = None
+    processing_p50_ms: float | None = None
+    processing_p99_ms: float | None = None
+    peak_rss_kib: int = 0
+    worker_cpu_per_wall: float | None = None  # CPU seconds per second while offered load
+    completeness: Completeness | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.completeness is not None and self.completeness.ok
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = round(v, 3)
+        return d
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return None
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class _Prefixed:
+    """A planned record bound for a prefixed topic."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+    event: dict[str, Any] | None
+
+
+async def _paced_send(
+    records: list[_Prefixed], rate: float, sent_ms: dict[str, float]
+) -> tuple[float, dict[TopicPartition, int]]:
+    """Produce `records` at `rate`/s (default partitioner, planned keys and timestamps).
+
+    Returns the send duration and, per partition, the offset after the last record.
+    """
+    # As streams.producer.InputProducer configures it.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, enable_idempotence=True
+    )
+    await producer.start()
+    futs: list[asyncio.Future[Any]] = []
+    try:
+        t0 = time.time()
+        i = 0
+        while i < len(records):
+            due = min(len(records), int((time.time() - t0) * rate) + 1)
+            while i < due:
+                p = records[i]
+                now_ms = time.time() * 1000
+                if p.event is not None:
+                    sent_ms[p.event["event_id"]] = now_ms
+                futs.append(
+                    await producer.send(p.topic, p.value, key=p.key, timestamp_ms=p.timestamp_ms)
+                )
+                i += 1
+            await asyncio.sleep(0.002)
+        seconds = time.time() - t0
+        targets: dict[TopicPartition, int] = {}
+        for meta in await asyncio.gather(*futs):
+            tp = TopicPartition(meta.topic, meta.partition)
+            targets[tp] = max(targets.get(tp, 0), meta.offset + 1)
+        return seconds, targets
+    finally:
+        await producer.stop()
+
+
+async def _follow(topics: list[str], seen_ms: dict[str, float], stop: asyncio.Event) -> None:
+    """Record when each output id becomes visible to a read_committed consumer."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=BOOTSTRAP,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=50, max_records=5000)
+            now_ms = time.time() * 1000
+            for msgs in batch.values():
+                for m in msgs:
+                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                        event_id = orjson.loads(m.value or b"{}").get("event_id")
+                        if event_id:
+                            seen_ms.setdefault(event_id, now_ms)
+    finally:
+        await consumer.stop()
+
+
+async def run_latency(
+    *,
+    rate: float,
+    seconds: float,
+    seed: int,
+    partitions: int,
+    prefix: str,
+    work_dir: Path,
+    timeout: float = 600.0,
+) -> LatencyResult:
+    """One worker, phase 1 (tasks) decided first, then phase 2 offered at `rate` for ~`seconds`."""
+    rate = max(rate, 1.0)
+    n_sales = max(20, int(rate * seconds))
+    n = math.ceil(n_sales / 0.9) + 10
+    planned = generate(n, seed=seed, start=LATENCY_START, end=DEFAULT_END)
+    p1, p2 = phases(planned)
+    expected = expected_outputs(p1 + p2)
+    result = LatencyResult(rate, seconds, len(p2))
+    backlog = await prepare_backlog(prefix, partitions, [p1], held=False)
+    app_id = f"{prefix}app"
+    worker = WorkerProcess(app_id, prefix, partitions, work_dir / f"{app_id}-0")
+    follower: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
+    seen_ms: dict[str, float] = {}
+    sent_ms: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        try:
+            worker.start()
+            await worker.wait_ready(session)
+            await backlog.release(0)
+            deadline = time.monotonic() + timeout
+            while metric_value(
+                await worker.metrics(session), "livecommerce_events_total", topic="xingtu-tasks"
+            ) < len(p1):
+                if time.monotonic() > deadline or not worker.alive():
+                    raise TimeoutError(f"latency phase 1 not decided:\n{worker.tail()}")
+                await asyncio.sleep(POLL_S)
+            before = histogram(await worker.metrics(session), "livecommerce_processing_seconds")
+            follower = asyncio.create_task(
+                _follow([prefix + "rejections", prefix + "fees"], seen_ms, stop)
+            )
+            await asyncio.sleep(1.0)  # the follower is assigned and at the (empty) end
+            cpu0, wall0 = worker.cpu_seconds(), time.time()
+            bound = [
+                _Prefixed(prefix + p.topic, p.key, p.value, p.timestamp_ms, p.event) for p in p2
+            ]
+            result.send_seconds, targets = await _paced_send(bound, rate, sent_ms)
+            result.achieved_rate = len(p2) / max(result.send_seconds, 1e-9)
+            targets = {**backlog.targets, **targets}
+            admin = await admin_client()
+            try:
+                while True:
+                    committed = await committed_offsets(admin, app_id)
+                    if all(committed.get(tp, -1) >= off for tp, off in targets.items()):
+                        break
+                    if time.monotonic() > deadline or not worker.alive():
+                        raise TimeoutError(f"latency phase 2 not committed:\n{worker.tail()}")
+                    await asyncio.sleep(POLL_S)
+            finally:
+                await admin.close()
+            result.worker_cpu_per_wall = (worker.cpu_seconds() - cpu0) / (time.time() - wall0)
+            after = histogram(await worker.metrics(session), "livecommerce_processing_seconds")
+            delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
+            for q, attr in ((0.5, "processing_p50_ms"), (0.99, "processing_p99_ms")):
+                v = histogram_quantile(q, delta)
+                setattr(result, attr, None if v is None else v * 1000)
+            result.peak_rss_kib = worker.peak_rss_kib()
+            wait_until = time.monotonic() + 10.0
+            want = len(expected.rejection_ids) + len(expected.fee_ids)
+            while len(seen_ms) < want and time.monotonic() < wait_until:
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            if follower is not None:
+                with contextlib.suppress(Exception):
+                    await follower
+            await backlog.close()
+            await worker.stop()
+    outputs = await read_topics([prefix + t for t in OUTPUT_TOPICS])
+    result.completeness = check_outputs(
+        outputs,
+        expected,
+        rejections=prefix + "rejections",
+        fees=prefix + "fees",
+        dead=prefix + "dead-letters",
+    )
+    timeline: list[tuple[float, float]] = []  # (send time, decision latency)
+    visible: list[float] = []
+    for r in outputs:
+        if r.topic == prefix + "dead-letters":
+            continue
+        event_id = orjson.loads(r.value or b"{}").get("event_id")
+        sent = sent_ms.get(event_id)
+        if sent is None:
+            continue  # a phase-1 output
+        timeline.append((sent, r.timestamp_ms - sent))
+        if event_id in seen_ms:
+            visible.append(seen_ms[event_id] - sent)
+    decision = sorted(lat for _, lat in timeline)
+    visible.sort()
+    timeline.sort()
+    third = len(timeline) // 3
+    if third:
+        result.p50_first_third_ms = percentile(sorted(x for _, x in timeline[:third]), 0.5)
+        result.p50_last_third_ms = percentile(sorted(x for _, x in timeline[-third:]), 0.5)
+        if result.p50_last_third_ms and result.p50_first_third_ms is not None and (
+            result.p50_last_third_ms > 2 * result.p50_first_third_ms + 50
+        ):
+            result.notes.append(
+                "latency grew during the run (p50 first third "
+                f"{result.p50_first_third_ms:.0f} ms, last third {result.p50_last_third_ms:.0f}"
+                " ms): the worker did not keep up with the offered rate"
+            )
+    result.outputs = len(decision)
+    result.p50_ms = percentile(decision, 0.5)
+    result.p99_ms = percentile(decision, 0.99)
+    result.max_ms = decision[-1] if decision else None
+    result.visible_p50_ms = percentile(visible, 0.5)
+    result.visible_p99_ms = percentile(visible, 0.99)
+    if len(visible) < len(decision):
+        result.notes.append(f"{len(decision) - len(visible)} outputs not seen by the follower")
+    return result
