@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed
 
 from streams.config import Settings
 
@@ -56,7 +57,9 @@ async def ensure_topics(s: Settings) -> dict[str, int]:
         await asyncio.wait_for(admin.start(), timeout=s.startup_timeout)
     except (TimeoutError, KafkaError, OSError) as exc:
         await _close_quietly(admin)
-        raise StartupError(_connect_hint(s, exc)) from None
+        # aiokafka reports any bootstrap failure as "Unable to bootstrap"; one direct connection
+        # tells a rejected login apart from an unreachable broker.
+        raise StartupError(_connect_hint(s, await _probe(s) or exc)) from None
     try:
         return await _ensure(admin, s)
     except KafkaError as exc:
@@ -78,7 +81,7 @@ async def _ensure(admin: AIOKafkaAdminClient, s: Settings) -> dict[str, int]:
         log.info("creating topics %s with %d partitions", missing, s.topic_partitions)
         result = await admin.create_topics(new, timeout_ms=int(s.startup_timeout * 1000))
         _raise_for_create_errors(result)
-        existing = await _partition_counts(admin, names)
+        existing = await _created(admin, names, s.startup_timeout)
     inputs = {t: existing.get(s.topic(t)) for t in INPUT_TOPICS}
     counts = set(inputs.values())
     if len(counts) != 1:
@@ -108,6 +111,18 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
     return {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
 
 
+async def _created(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> dict[str, int]:
+    """Partition counts once every topic shows in the metadata: a broker answers CreateTopics
+    before its own metadata cache has the new topics, so an immediate look finds none."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    existing = await _partition_counts(admin, names)
+    while len(existing) < len(names) and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+        existing = await _partition_counts(admin, names)
+    return existing
+
+
 def _raise_for_create_errors(result: Any) -> None:
     errors = getattr(result, "topic_errors", None) or getattr(result, "topic_error_codes", [])
     for entry in errors:
@@ -117,13 +132,31 @@ def _raise_for_create_errors(result: Any) -> None:
             raise StartupError(f"cannot create topic {name}: error {code} {message}")
 
 
+async def _probe(s: Settings) -> BaseException | None:
+    """The error of a direct connection to the first bootstrap server, if it fails."""
+    host, _, port = s.bootstrap_servers[0].rpartition(":")
+    auth = client_auth(s)
+    try:
+        conn = await asyncio.wait_for(create_conn(host, int(port), **auth), s.startup_timeout)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        return exc
+    conn.close()
+    return None
+
+
 def _connect_hint(s: Settings, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    if "auth" in text.lower() or "sasl" in text.lower():
+    if isinstance(exc, SaslAuthenticationFailed) or "authentication" in text.lower():
         return (
             f"Kafka at {s.broker} rejected the credentials of user {s.sasl_username!r} "
             f"({s.sasl_mechanism}): check STREAMS_BROKER_SASL_USERNAME and "
             "STREAMS_BROKER_SASL_PASSWORD"
+        )
+    if "sasl" in text.lower() or type(exc).__name__.startswith(("IllegalSasl", "UnsupportedSasl")):
+        return (
+            f"Kafka at {s.broker} does not accept {s.security_protocol} with "
+            f"{s.sasl_mechanism} ({text}): check STREAMS_BROKER_SECURITY_PROTOCOL and "
+            "STREAMS_BROKER_SASL_MECHANISM against the broker's listener"
         )
     return (
         f"cannot reach Kafka at {s.broker} within {s.startup_timeout:g}s ({text}). "

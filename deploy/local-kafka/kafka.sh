@@ -120,8 +120,9 @@ format_storage() {
   # URL-safe base64 of 16 random bytes, not starting with '-'.
   cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | sed 's/^-/A/')"
   if [[ -n "${KAFKA_SASL_USERS:-}" ]]; then
-    local IFS=','
-    for pair in $KAFKA_SASL_USERS; do
+    local pairs pair
+    IFS=',' read -ra pairs <<<"$KAFKA_SASL_USERS"
+    for pair in "${pairs[@]}"; do
       args+=(--add-scram "SCRAM-SHA-256=[name=${pair%%:*},password=${pair#*:}]")
     done
   fi
