@@ -74,9 +74,12 @@ class Decoder:
             raise DecodeError(f"schema: {_short(str(exc))}") from None
 
     def _first_error(self, obj: Any) -> str:
-        for err in self._validator.iter_errors(obj):
-            path = "/".join(str(p) for p in err.instance_path) or "(root)"
-            return _short(f"{path}: {err.message}")
+        try:
+            for err in self._validator.iter_errors(obj):
+                path = "/".join(str(p) for p in err.instance_path) or "(root)"
+                return _short(f"{path}: {err.message}")
+        except ValueError as exc:  # jsonschema-rs cannot describe values nested ~300+ deep
+            return _short(f"(root): {exc}")
         return "invalid"
 
 

@@ -43,6 +43,7 @@ class Settings:
     store: str = "rocksdb"
     processing_guarantee: str = "exactly_once"
     commit_interval: float = 1.0
+    standby_replicas: int = 0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -175,6 +176,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         commit_interval=_get(
             e, "STREAMS_COMMIT_INTERVAL", d.commit_interval, _positive_float, "seconds > 0"
+        ),
+        standby_replicas=_get(
+            e, "STREAMS_TABLE_STANDBY_REPLICAS", d.standby_replicas, _int_in(0, 8), "0..8"
         ),
         security_protocol=_get(
             e,

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import faust
 from aiokafka.helpers import create_ssl_context
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.types.enums import ProcessingGuarantee
 
 from streams.config import ConfigError, Settings, load_settings
+from streams.processor import COMMIT_GATE
 from streams.topics import StartupError, ensure_topics
 
 log = logging.getLogger("streams")
+RUNNING_MARKER = ".running"
+"""In STREAMS_DATA_DIR while the worker runs; left behind by a crash (see on_first_start)."""
 
 
 def _fail(message: str) -> None:
@@ -38,13 +46,139 @@ class StreamsApp(faust.App):
 
     settings: Settings
 
+    @property
+    def in_transaction(self) -> bool:
+        """Faust's own is a cached property that is also false outside a worker; the agents
+        module reads it at import, before `faust worker` sets `in_worker`, so it was cached
+        false and exactly-once silently ran without transactions. This app only runs as a
+        worker: the processing guarantee alone decides."""
+        return self.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+
     async def on_first_start(self) -> None:
         try:
             await ensure_topics(self.settings)
         except StartupError as exc:
             log.critical("cannot start: %s", exc)
             _fail(str(exc))
+        self._discard_state_after_crash()
+        self._gate_commits()
         await super().on_first_start()
+
+    @property
+    def _running_marker(self) -> Path:
+        return Path(self.settings.data_dir) / RUNNING_MARKER
+
+    def _discard_state_after_crash(self) -> None:
+        """Local tables are written at once, but their changelog records and the offsets only
+        when a transaction commits: after a crash the local state can hold updates of aborted
+        transactions (e.g. an event marked processed whose outputs were never committed), which
+        the replay would then skip. The marker is removed by a clean shutdown's final commit;
+        if it is still there, rebuild the tables from their changelogs."""
+        marker = self._running_marker
+        if marker.exists():
+            tabledir = Path(self.conf.tabledir)
+            log.warning(
+                "the previous run did not stop cleanly: discarding local table state in %s; "
+                "the tables are rebuilt from their changelog topics",
+                tabledir,
+            )
+            shutil.rmtree(tabledir, ignore_errors=True)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{os.getpid()}\n")
+
+    def _gate_commits(self) -> None:
+        """Commit only between records, with every buffered changelog record sent first (see
+        `streams.processor.CommitGate`)."""
+        consumer: Any = self.consumer
+        commit = consumer.commit
+        buffer: Any = self.producer.buffer
+        # Table updates reach their transaction through Faust's producer buffer, drained by a
+        # background task; a record it has taken off the queue but not yet handed to the
+        # transactional producer is in neither, so count those too.
+        send_pending = buffer._send_pending
+        in_flight = [0]
+
+        async def counted_send_pending(fut: Any) -> None:
+            in_flight[0] += 1
+            try:
+                await send_pending(fut)
+            finally:
+                in_flight[0] -= 1
+
+        buffer._send_pending = counted_send_pending
+        loop = asyncio.get_running_loop()
+
+        async def drain_buffer() -> None:
+            deadline = loop.time() + 60
+            while (buffer.size or in_flight[0]) and loop.time() < deadline:
+                if buffer.size:
+                    await buffer.flush()
+                else:
+                    await asyncio.sleep(0.001)
+            if buffer.size or in_flight[0]:
+                log.warning("committing with %d table updates not yet sent", buffer.size)
+
+        async def read_holes_again() -> None:
+            # After restarts and rebalances Faust's offset tracking can miss records: a partition
+            # whose lowest acknowledged offset is above its committed one either never commits
+            # again (a hole of two or more) or commits past a record never processed (a hole of
+            # one). Read such a partition again from its committed offset; what was already
+            # processed is recognised as processed (event ids and dead-letter positions are in
+            # the tables) and its outputs are already in the open transaction.
+            for tp, acked in list(consumer._acked.items()):
+                committed = consumer._committed_offset.get(tp)
+                if not acked or committed is None:
+                    continue
+                lowest = min(acked)
+                gaps = consumer._gap.get(tp)
+                if gaps:
+                    lowest = min(lowest, min(iv.begin for iv in gaps))
+                if lowest > committed:
+                    log.warning(
+                        "%s: offsets %d..%d were never acknowledged; reading from %d again",
+                        tp, committed, lowest - 1, committed,
+                    )
+                    consumer._acked.pop(tp, None)
+                    consumer._acked_index.pop(tp, None)
+                    consumer._gap.pop(tp, None)
+                    await consumer.seek(tp, committed)
+
+        async def gated_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+            async with COMMIT_GATE.lock:
+                await drain_buffer()
+                await read_holes_again()
+                done = await commit(topics, start_new_transaction=start_new_transaction)
+                if not start_new_transaction:  # the final commit of a clean shutdown
+                    COMMIT_GATE.closed = True
+                    self._running_marker.unlink(missing_ok=True)
+                return bool(done)
+
+        consumer.commit = gated_commit
+
+        on_partitions_revoked = consumer.on_partitions_revoked
+
+        async def commit_then_revoke(revoked: Any) -> None:
+            # Faust drops the acks of revoked partitions without committing them: a partition
+            # it keeps is sought back to its committed offset and its records read again while
+            # their outputs are still in the open transaction, and acks lost mid-stream leave a
+            # hole that stops its commits for good. Commit what was processed first.
+            await gated_commit()
+            await on_partitions_revoked(revoked)
+
+        consumer.on_partitions_revoked = commit_then_revoke
+
+        on_partitions_assigned = consumer.on_partitions_assigned
+
+        async def assign_then_reseek(assigned: Any, generation_id: int = 0) -> None:
+            await on_partitions_assigned(assigned, generation_id)
+            # The transactional producers just started have fenced the partitions' previous
+            # owner and waited for its last commit to complete; the committed offsets read when
+            # the group assigned the partitions may predate that commit (aiokafka cannot ask for
+            # stable offsets, KIP-447), and reading from there confuses Faust's offset tracking
+            # into never committing the partition again. Read them again.
+            await consumer.perform_seek()
+
+        consumer.on_partitions_assigned = assign_then_reseek
 
 
 def build_app(settings: Settings) -> StreamsApp:
@@ -59,6 +193,7 @@ def build_app(settings: Settings) -> StreamsApp:
         topic_allow_declare=True,
         processing_guarantee=settings.processing_guarantee,
         broker_commit_interval=settings.commit_interval,
+        table_standby_replicas=settings.standby_replicas,
         # A fresh group joins in seconds rather than ~30 s with the 60 s default.
         broker_session_timeout=10,
         broker_heartbeat_interval=1,

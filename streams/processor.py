@@ -5,6 +5,7 @@ Kept apart from the Faust agent so that it can be driven with plain dicts as tab
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import MutableMapping
@@ -52,6 +53,25 @@ class Tables:
     processed: MutableMapping[str, Any]
 
 
+class CommitGate:
+    """Keeps offset commits (Kafka transaction commits) between records, never inside one.
+
+    Faust commits from a timer task while the agent may be suspended half-way through a record,
+    its outputs or table updates already in the open transaction but its offset not yet acked:
+    a crash after such a commit replays the record against state that already holds it (a lost
+    output) or re-emits what was committed (a doubled one). `faust_app` wraps the consumer's
+    commit in `lock`; each record is processed holding it. `closed` is set by the final commit
+    at shutdown: later records are left unprocessed (unacked, so replayed after a restart).
+    """
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.closed = False
+
+
+COMMIT_GATE = CommitGate()
+
+
 @lru_cache(maxsize=1 << 16)
 def _murmur(anchor_id: str) -> int:
     return murmur2(anchor_id.encode()) & 0x7FFFFFFF
@@ -82,12 +102,26 @@ class Processor:
         self.t_dead = prefix + "dead-letters"
 
     async def process(self, msg: Message) -> None:
+        # Shielded: a stop that cancels the agent mid-record lets the record finish, so the final
+        # commit never holds half of a record's outputs and state.
+        await asyncio.shield(self._gated(msg))
+
+    async def _gated(self, msg: Message) -> None:
+        async with COMMIT_GATE.lock:
+            if not COMMIT_GATE.closed:
+                await self._process(msg)
+
+    async def _process(self, msg: Message) -> None:
         started = time.perf_counter()
         topic = self.short[msg.topic]
         try:
             event = self.decoders[msg.topic](msg.value)
         except DecodeError as exc:
             await self._dead_letter(msg, topic, str(exc))
+            return
+        except Exception as exc:  # e.g. jsonschema-rs failing to describe a deeply nested value:
+            # a record the decoder chokes on is unreadable too; crashing the agent would drop it
+            await self._dead_letter(msg, topic, f"undecodable: {type(exc).__name__}: {exc}")
             return
         anchor = event.anchor_id
         if msg.key is None or msg.key != anchor.encode():
@@ -148,6 +182,13 @@ class Processor:
             metrics.FEE_FEN.labels(source_class=f["source_class"], kind=f["kind"]).inc(f["fee_fen"])
 
     async def _dead_letter(self, msg: Message, topic: str, error: str) -> None:
+        # A record read again before its offset is committed (after a rebalance) must not be
+        # dead-lettered twice; valid events are deduplicated by event_id, this by position.
+        seen_key = f"dead/{msg.topic}/{msg.partition}/{msg.offset}"
+        if seen_key in self.tables.processed:
+            metrics.EVENTS.labels(topic=topic, outcome="duplicate").inc()
+            return
+        self.tables.processed[seen_key] = 0
         log.warning("dead letter %s/%s@%s: %s", msg.topic, msg.partition, msg.offset, error[:200])
         headers = [
             ("error", error.encode("utf-8", "replace")),
