@@ -24,9 +24,15 @@ fi
 
 .venv/bin/faust -A streams worker -l info &
 pids+=($!)
-# The demo producer waits for the worker to create the topics, then sends a steady trickle.
-.venv/bin/python -m streams.loadgen --rate "${DEMO_RATE:-50}" --duration "${DEMO_DURATION:-3600}" \
-  --seed "${DEMO_SEED:-$RANDOM}" &
+# The demo producer waits for the worker to create the topics, then sends a steady trickle in
+# short rounds: each round sends its Xingtu tasks first, then cart-adds and orders, so sales
+# start flowing within seconds rather than after a long tasks phase.
+(
+  while true; do
+    .venv/bin/python -m streams.loadgen --rate "${DEMO_RATE:-50}" --duration "${DEMO_ROUND:-120}" \
+      --seed "$RANDOM" || exit
+  done
+) &
 pids+=($!)
 echo "make run: worker and demo producer running; metrics: curl localhost:${STREAMS_WEB_PORT:-6066}/metrics; Ctrl-C stops" >&2
 wait -n "${pids[@]}" || true
