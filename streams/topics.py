@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -169,6 +168,3 @@ async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
     with contextlib.suppress(Exception):
         await admin.close()
 
-
-def partition_counts_view(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
