@@ -16,6 +16,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types.enums import ProcessingGuarantee
 
 from streams.config import ConfigError, Settings, load_settings
+from streams.consumer import ExactTransport
 from streams.processor import COMMIT_GATE
 from streams.topics import StartupError, ensure_topics
 
@@ -53,6 +54,10 @@ class StreamsApp(faust.App):
         false and exactly-once silently ran without transactions. This app only runs as a
         worker: the processing guarantee alone decides."""
         return self.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+
+    def _new_transport(self) -> Any:
+        # Faust's extension point for the consumer class: exact offsets (streams.consumer).
+        return ExactTransport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         try:
@@ -118,42 +123,29 @@ class StreamsApp(faust.App):
             if buffer.size or in_flight[0]:
                 log.warning("committing with %d table updates not yet sent", buffer.size)
 
-        async def read_holes_again() -> None:
-            # After restarts and rebalances Faust's offset tracking can miss records: a partition
-            # whose lowest acknowledged offset is above its committed one either never commits
-            # again (a hole of two or more) or commits past a record never processed (a hole of
-            # one). Read such a partition again from its committed offset; what was already
-            # processed is recognised as processed (event ids and dead-letter positions are in
-            # the tables) and its outputs are already in the open transaction.
-            for tp, acked in list(consumer._acked.items()):
-                committed = consumer._committed_offset.get(tp)
-                if not acked or committed is None:
-                    continue
-                lowest = min(acked)
-                gaps = consumer._gap.get(tp)
-                if gaps:
-                    lowest = min(lowest, min(iv.begin for iv in gaps))
-                if lowest > committed:
-                    log.warning(
-                        "%s: offsets %d..%d were never acknowledged; reading from %d again",
-                        tp, committed, lowest - 1, committed,
-                    )
-                    consumer._acked.pop(tp, None)
-                    consumer._acked_index.pop(tp, None)
-                    consumer._gap.pop(tp, None)
-                    await consumer.seek(tp, committed)
+        async def commit_locked(topics: Any = None, start_new_transaction: bool = True) -> bool:
+            await drain_buffer()
+            return bool(await commit(topics, start_new_transaction=start_new_transaction))
 
         async def gated_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
             async with COMMIT_GATE.lock:
-                await drain_buffer()
-                await read_holes_again()
-                done = await commit(topics, start_new_transaction=start_new_transaction)
+                done = await commit_locked(topics, start_new_transaction)
                 if not start_new_transaction:  # the final commit of a clean shutdown
                     COMMIT_GATE.closed = True
                     self._running_marker.unlink(missing_ok=True)
-                return bool(done)
+                return done
 
         consumer.commit = gated_commit
+
+        if os.environ.get("STREAMS_TRACE_RECORDS", "") == "1":
+            commit_offsets = consumer._commit_offsets
+
+            async def traced_commit_offsets(offsets: Any, **kw: Any) -> Any:
+                positions = {f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()}
+                log.info("trace commit %s", positions)
+                return await commit_offsets(offsets, **kw)
+
+            consumer._commit_offsets = traced_commit_offsets
 
         on_partitions_revoked = consumer.on_partitions_revoked
 
@@ -161,8 +153,11 @@ class StreamsApp(faust.App):
             # Faust drops the acks of revoked partitions without committing them: a partition
             # it keeps is sought back to its committed offset and its records read again while
             # their outputs are still in the open transaction, and acks lost mid-stream leave a
-            # hole that stops its commits for good. Commit what was processed first.
-            await gated_commit()
+            # hole that stops its commits for good. Commit what was processed first, and
+            # process nothing more until the new assignment is in place (see CommitGate).
+            async with COMMIT_GATE.lock:
+                await commit_locked()
+                COMMIT_GATE.fence()
             await on_partitions_revoked(revoked)
 
         consumer.on_partitions_revoked = commit_then_revoke
@@ -170,13 +165,16 @@ class StreamsApp(faust.App):
         on_partitions_assigned = consumer.on_partitions_assigned
 
         async def assign_then_reseek(assigned: Any, generation_id: int = 0) -> None:
+            COMMIT_GATE.fence()  # also on a first assignment after a failed rebalance
             await on_partitions_assigned(assigned, generation_id)
             # The transactional producers just started have fenced the partitions' previous
             # owner and waited for its last commit to complete; the committed offsets read when
             # the group assigned the partitions may predate that commit (aiokafka cannot ask for
             # stable offsets, KIP-447), and reading from there confuses Faust's offset tracking
             # into never committing the partition again. Read them again.
-            await consumer.perform_seek()
+            async with COMMIT_GATE.lock:
+                await consumer.perform_seek()
+                COMMIT_GATE.open(self.consumer_generation_id)
 
         consumer.on_partitions_assigned = assign_then_reseek
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from streams.policy import (
 )
 
 log = logging.getLogger(__name__)
+TRACE = os.environ.get("STREAMS_TRACE_RECORDS", "") == "1"
+"""Debugging aid: one INFO line per record (position, generation, event id, outcome)."""
 
 
 class Message(Protocol):
@@ -42,6 +45,7 @@ class Message(Protocol):
     value: bytes | None
     headers: Any
     tp: Any
+    acked: bool
 
 
 @dataclass
@@ -54,19 +58,43 @@ class Tables:
 
 
 class CommitGate:
-    """Keeps offset commits (Kafka transaction commits) between records, never inside one.
+    """Keeps offset commits (Kafka transaction commits) between records, never inside one, and
+    stops processing across a rebalance.
 
     Faust commits from a timer task while the agent may be suspended half-way through a record,
     its outputs or table updates already in the open transaction but its offset not yet acked:
     a crash after such a commit replays the record against state that already holds it (a lost
     output) or re-emits what was committed (a doubled one). `faust_app` wraps the consumer's
-    commit in `lock`; each record is processed holding it. `closed` is set by the final commit
-    at shutdown: later records are left unprocessed (unacked, so replayed after a restart).
+    commit in `lock`; each record is processed holding it.
+
+    `fenced` is set, under the lock, by the commit that precedes a revocation and cleared once
+    the new assignment has been sought to its committed offsets. A record taken off a queue in
+    between (or fetched in an older consumer generation) would have its outputs in a
+    transaction that the rebalance aborts while its table updates stay in the local store, so a
+    re-read would find it "already processed" and emit nothing: such records are left
+    unprocessed and unacknowledged, and are read again from the committed offset.
+
+    `closed` is set by the final commit at shutdown: later records are likewise left alone.
     """
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.closed = False
+        self.fenced = False
+        self.generation: int | None = None
+
+    def admits(self, msg: Any) -> bool:
+        if self.closed or self.fenced:
+            return False
+        generation = getattr(msg, "generation_id", None)
+        return generation is None or self.generation is None or generation == self.generation
+
+    def fence(self) -> None:
+        self.fenced = True
+
+    def open(self, generation: int | None) -> None:
+        self.generation = generation
+        self.fenced = False
 
 
 COMMIT_GATE = CommitGate()
@@ -108,8 +136,14 @@ class Processor:
 
     async def _gated(self, msg: Message) -> None:
         async with COMMIT_GATE.lock:
-            if not COMMIT_GATE.closed:
+            if COMMIT_GATE.admits(msg):
                 await self._process(msg)
+            else:
+                if TRACE:
+                    _trace(msg, "held back")
+                # Never acknowledged: Faust's ack is a no-op for a message marked acked, so the
+                # offset stays uncommitted and the record is read again.
+                msg.acked = True
 
     async def _process(self, msg: Message) -> None:
         started = time.perf_counter()
@@ -133,6 +167,8 @@ class Processor:
         seen_key = f"{topic}/{event.event_id}"
         if seen_key in self.tables.processed:
             metrics.EVENTS.labels(topic=topic, outcome="duplicate").inc()
+            if TRACE:
+                _trace(msg, f"{event.event_id} duplicate")
             return
         try:
             decision = self._decide(event, msg)
@@ -143,6 +179,8 @@ class Processor:
         self._store(event, decision)
         self.tables.processed[seen_key] = decision.t_ms
         await self._emit(msg, topic, decision)
+        if TRACE:
+            _trace(msg, f"{event.event_id} {decision.outcome}")
         metrics.EVENT_AGE_SECONDS.labels(topic=topic).observe(
             max(0.0, time.time() - decision.t_ms / 1000)
         )
@@ -212,6 +250,11 @@ class Processor:
             timestamp=msg.timestamp or None,
             source=msg.tp,
         )
+
+
+def _trace(msg: Message, what: str) -> None:
+    gen = getattr(msg, "generation_id", None)
+    log.info("trace %s/%s@%s gen=%s %s", msg.topic, msg.partition, msg.offset, gen, what)
 
 
 def _headers(msg: Message) -> list[tuple[str, bytes]]:

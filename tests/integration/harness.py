@@ -73,6 +73,8 @@ class Worker:
             STREAMS_STORE=self.store,
             PYTHONUNBUFFERED="1",
         )
+        if os.environ.get("STREAMS_TRACE_RECORDS"):  # debugging aid, passed through to workers
+            env["STREAMS_TRACE_RECORDS"] = os.environ["STREAMS_TRACE_RECORDS"]
         env.update(self.extra_env)
         return env
 

@@ -117,12 +117,6 @@ MIN_KILLS = 5
 SEND_RATE = 260  # events/s: production spans the kills, so every kill hits work in flight
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG (issue 7 open): after SIGKILLs/rebalances the group sometimes commits "
-    "offsets past records whose outputs were only in an aborted transaction (Faust offset "
-    "bookkeeping around seeks); a few outputs go missing, none are doubled",
-)
 async def test_sigkill_crashes_lose_and_double_nothing(make_worker) -> None:
     load = make_load(KILL_EVENTS, KILL_SEED)
     rng = random.Random(KILL_SEED)
@@ -282,12 +276,6 @@ REBALANCE_SEED = 20200820
 REBALANCE_EVENTS = 8_000
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG (issue 7 open): after SIGKILLs/rebalances the group sometimes commits "
-    "offsets past records whose outputs were only in an aborted transaction (Faust offset "
-    "bookkeeping around seeks); a few outputs go missing, none are doubled",
-)
 async def test_rebalance_second_worker_joins_and_leaves(make_worker) -> None:
     load = make_load(REBALANCE_EVENTS, REBALANCE_SEED)
     a: Worker = make_worker()

@@ -1,0 +1,175 @@
+"""Faust's aiokafka consumer with exact offset bookkeeping and a leaner delivery loop.
+
+Registered through Faust's transport extension point (`StreamsApp._new_transport`); Faust still
+decides when to commit and commits in its transactions, this class only answers "up to which
+offset is every record processed" (see `streams.offsets` for why Faust's answer was wrong after
+restarts and rebalances) and hands fetched records to the streams.
+
+Two rules keep the answer exact:
+* every record aiokafka returned is either delivered to the streams or its partition is sought
+  back to it, so a jump between delivered offsets can only be transaction markers;
+* an acknowledgement counts only for a record delivered in its partition's current epoch (a new
+  epoch starts at every seek and assignment).
+Delivery awaits the conductor directly instead of racing every record against the flow-control
+event in new tasks (`Service.wait_first`), which was most of Faust's per-record cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any, cast
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode.utils.futures import notify
+
+from streams.offsets import OffsetTracker
+
+_EPOCH = "lc_epoch"  # attribute set on each delivered ConsumerMessage
+
+
+class ExactConsumer(faust_aiokafka.Consumer):
+    _offsets: OffsetTracker
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._offsets = OffsetTracker()
+        super().__init__(*args, **kwargs)
+
+    # -- what may be committed --------------------------------------------------------------
+
+    def ack(self, message: Message) -> bool:
+        """The pure-Python path (Faust's `Consumer.ack`, used by `Stream.ack`)."""
+        if message.acked:
+            return False
+        message.acked = True
+        if not self.app.topics.acks_enabled_for(message.topic):
+            return False
+        counted = self._offsets.done(message.tp, message.offset, getattr(message, _EPOCH, None))
+        self._unacked_messages.discard(message)
+        if counted:
+            self._n_acked += 1
+        notify(self._waiting_for_ack)
+        return counted
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        tps = cast(set[TP], set(self._offsets.partitions()) | set(self._acked))
+        return (
+            # aiokafka wants its own TopicPartition type; Faust's TP compares equal
+            self._new_topicpartition(tp.topic, tp.partition)
+            for tp in tps
+            if topics is None or tp in topics or tp.topic in topics
+        )
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # Faust's Cython stream iterator acknowledges by appending to `_acked` itself rather than
+        # calling `ack`; those records were delivered in the current epoch (resets clear the
+        # lists, and records from before a rebalance are held back unacknowledged: CommitGate).
+        acked = self._acked.pop(tp, None)
+        self._acked_index.pop(tp, None)
+        if acked:
+            epoch = self._offsets.epoch(tp)
+            for offset in sorted(acked):
+                self._offsets.done(tp, offset, epoch)
+        return self._offsets.position(tp)
+
+    # -- where reading continues -------------------------------------------------------------
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        for tp in self.assignment():
+            self._reset(tp, self._read_offset.get(tp))
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._reset(partition, offset)
+
+    def _reset(self, tp: TP, position: int | None) -> None:
+        self._offsets.reset(tp, position)
+        self._acked.pop(tp, None)
+        self._acked_index.pop(tp, None)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._offsets.forget(tp)
+        await super().on_partitions_revoked(revoked)
+
+    async def _rewind(self, tp: TP, offset: int, epoch: int | None) -> None:
+        """Fetch again from the first record of `tp` that was fetched but not delivered, unless
+        the partition was sought meanwhile (that seek decides where reading continues)."""
+        if epoch is not None and self._offsets.epoch(tp) != epoch:
+            return
+        if tp not in self.assignment():
+            return
+        await self._seek(tp, offset)
+        self._read_offset[tp] = offset
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        offsets = self._offsets
+        to_message = self._to_message
+        read_offset = self._read_offset
+        monitor = self.app.monitor
+        commit_every = self._commit_every
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                records, active = await self._wait_next_records(1.0)
+                if not records or self.should_stop:
+                    await asyncio.sleep(0)
+                    continue
+                generation = self.app.consumer_generation_id
+                epochs = {tp: offsets.epoch(tp) for tp in records}
+                for tp in records:
+                    monitor.track_tp_end_offset(tp, self.highwater(tp))
+                undelivered: dict[TP, int] = {}
+                cut_all = False
+                for tp, record in self.scheduler.iterate(records):
+                    if tp in undelivered:
+                        continue
+                    if (
+                        cut_all
+                        or not self.flow_active
+                        or self.app.consumer_generation_id != generation
+                        or offsets.epoch(tp) != epochs[tp]
+                        or not (active is None or tp in active or tp in self._buffered_partitions)
+                    ):
+                        cut_all = cut_all or not self.flow_active or (
+                            self.app.consumer_generation_id != generation
+                        )
+                        undelivered[tp] = record.offset
+                        continue
+                    epoch = offsets.deliver(tp, record.offset)
+                    if epoch is None:
+                        continue  # already delivered in this epoch
+                    message = to_message(tp, record)
+                    setattr(message, _EPOCH, epoch)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    await callback(message)
+                    read_offset[tp] = record.offset
+                for tp, offset in undelivered.items():
+                    await self._rewind(tp, offset, epochs.get(tp))
+                await asyncio.sleep(0)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+
+
+class ExactTransport(faust_aiokafka.Transport):
+    Consumer = ExactConsumer
+
