@@ -78,11 +78,13 @@ class ExactConsumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         await super().perform_seek()
         for tp in self.assignment():
-            self._reset(tp, self._read_offset.get(tp))
+            if self.app.topics.acks_enabled_for(tp.topic):
+                self._reset(tp, self._read_offset.get(tp))
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
-        self._reset(partition, offset)
+        if self.app.topics.acks_enabled_for(partition.topic):
+            self._reset(partition, offset)
 
     def _reset(self, tp: TP, position: int | None) -> None:
         self._offsets.reset(tp, position)
@@ -115,6 +117,7 @@ class ExactConsumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         monitor = self.app.monitor
         commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 records, active = await self._wait_next_records(1.0)
@@ -122,24 +125,34 @@ class ExactConsumer(faust_aiokafka.Consumer):
                     await asyncio.sleep(0)
                     continue
                 generation = self.app.consumer_generation_id
+                # Only input partitions (acknowledged, committed) are tracked; changelog
+                # partitions read by table recovery are sought by Faust itself and delivered
+                # exactly as Faust delivers them.
+                tracked = {tp: acks_enabled_for(tp.topic) for tp in records}
                 epochs = {tp: offsets.epoch(tp) for tp in records}
                 for tp in records:
                     monitor.track_tp_end_offset(tp, self.highwater(tp))
                 undelivered: dict[TP, int] = {}
-                cut_all = False
+                stop_all = False
                 for tp, record in self.scheduler.iterate(records):
                     if tp in undelivered:
                         continue
-                    if (
-                        cut_all
-                        or not self.flow_active
-                        or self.app.consumer_generation_id != generation
-                        or offsets.epoch(tp) != epochs[tp]
-                        or not (active is None or tp in active or tp in self._buffered_partitions)
+                    stop_all = stop_all or not self.flow_active or (
+                        self.app.consumer_generation_id != generation
+                    )
+                    if stop_all:
+                        if not tracked[tp]:
+                            continue  # as Faust: recovery seeks again after a rebalance
+                        undelivered[tp] = record.offset
+                        continue
+                    if not tracked[tp]:
+                        if active is None or tp in active or tp in self._buffered_partitions:
+                            await callback(to_message(tp, record))
+                            read_offset[tp] = record.offset
+                        continue
+                    if offsets.epoch(tp) != epochs[tp] or not (
+                        active is None or tp in active or tp in self._buffered_partitions
                     ):
-                        cut_all = cut_all or not self.flow_active or (
-                            self.app.consumer_generation_id != generation
-                        )
                         undelivered[tp] = record.offset
                         continue
                     epoch = offsets.deliver(tp, record.offset)
