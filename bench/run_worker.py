@@ -144,6 +144,8 @@ class WorkerProcess:
             STREAMS_DATA_DIR=str(self.data_dir),
             PYTHONUNBUFFERED="1",
         )
+        if "STREAMS_EVENT_LOOP" in os.environ:  # to compare loops: uvloop (default) / asyncio
+            env["STREAMS_EVENT_LOOP"] = os.environ["STREAMS_EVENT_LOOP"]
         return env
 
     def start(self) -> None:

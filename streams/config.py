@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
 STORES = ("rocksdb", "memory")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+EVENT_LOOPS = ("uvloop", "asyncio")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
 
 
@@ -49,6 +50,7 @@ class Settings:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     startup_timeout: float = 10.0
+    event_loop: str = "uvloop"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -173,6 +175,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             d.processing_guarantee,
             _choice(PROCESSING_GUARANTEES),
             " or ".join(PROCESSING_GUARANTEES),
+        ),
+        event_loop=_get(
+            e, "STREAMS_EVENT_LOOP", d.event_loop, _choice(EVENT_LOOPS), " or ".join(EVENT_LOOPS)
         ),
         commit_interval=_get(
             e, "STREAMS_COMMIT_INTERVAL", d.commit_interval, _positive_float, "seconds > 0"

@@ -18,6 +18,7 @@ from faust.types.enums import ProcessingGuarantee
 from streams.config import ConfigError, Settings, load_settings
 from streams.consumer import ExactTransport
 from streams.processor import COMMIT_GATE
+from streams.sensors import LeanPrometheusMonitor
 from streams.topics import StartupError, ensure_topics
 
 log = logging.getLogger("streams")
@@ -206,13 +207,25 @@ def build_app(settings: Settings) -> StreamsApp:
     )
     app.settings = settings
     setup_prometheus_sensors(app, name_prefix="faust")
+    app.monitor = LeanPrometheusMonitor(metrics=app.monitor._metrics)  # type: ignore[attr-defined]
     return app
+
+
+def use_event_loop(name: str) -> None:
+    """uvloop by default: most of Faust's per-record cost is asyncio scheduling. Must run before
+    anything creates the loop (the worker creates it after importing this module)."""
+    if name == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 try:
     SETTINGS = load_settings()
 except ConfigError as exc:
     _fail(str(exc))
+
+use_event_loop(SETTINGS.event_loop)
 
 app = build_app(SETTINGS)
 

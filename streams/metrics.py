@@ -5,6 +5,8 @@ Served by Faust's web server at /metrics together with Faust's sensor metrics (p
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
@@ -66,6 +68,20 @@ REROUTED = Counter(
     "Records found in a partition other than murmur2(anchor_id)'s and re-sent there",
     ["topic"],
 )
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, resolved once: `labels()` takes a lock and builds its key on
+    every call, a measurable share of the per-record cost. Label values here are bounded sets
+    (topics, outcomes, policy reasons, source classes)."""
+    key = (id(metric), labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
+
 
 OUTCOMES = ("accepted", "rejected", "applied", "dead_letter", "duplicate")
 INPUT_TOPICS = ("cart-adds", "orders", "xingtu-tasks")

@@ -159,14 +159,14 @@ class Processor:
             return
         anchor = event.anchor_id
         if msg.key is None or msg.key != anchor.encode():
-            metrics.KEY_MISMATCH.labels(topic=topic).inc()
+            metrics.child(metrics.KEY_MISMATCH, topic).inc()
         home = _murmur(anchor) % self.partitions
         if home != msg.partition:
             await self._reroute(msg, topic, anchor, home)
             return
         seen_key = f"{topic}/{event.event_id}"
         if seen_key in self.tables.processed:
-            metrics.EVENTS.labels(topic=topic, outcome="duplicate").inc()
+            metrics.child(metrics.EVENTS, topic, "duplicate").inc()
             if TRACE:
                 _trace(msg, f"{event.event_id} duplicate")
             return
@@ -181,10 +181,10 @@ class Processor:
         await self._emit(msg, topic, decision)
         if TRACE:
             _trace(msg, f"{event.event_id} {decision.outcome}")
-        metrics.EVENT_AGE_SECONDS.labels(topic=topic).observe(
+        metrics.child(metrics.EVENT_AGE_SECONDS, topic).observe(
             max(0.0, time.time() - decision.t_ms / 1000)
         )
-        metrics.PROCESSING_SECONDS.labels(topic=topic).observe(time.perf_counter() - started)
+        metrics.child(metrics.PROCESSING_SECONDS, topic).observe(time.perf_counter() - started)
 
     def _decide(self, event: Any, msg: Message) -> Decision:
         task_key, charge_key = needed_keys(event)
@@ -207,24 +207,24 @@ class Processor:
             self.tables.charges[charge_key] = decision.charge.to_json()
 
     async def _emit(self, msg: Message, topic: str, d: Decision) -> None:
-        metrics.EVENTS.labels(topic=topic, outcome=d.outcome).inc()
+        metrics.child(metrics.EVENTS, topic, d.outcome).inc()
         if d.rejection is not None:
             r = d.rejection
             await self.emitter.send(
                 self.t_rejections, r["anchor_id"].encode(), encode(r), source=msg.tp
             )
-            metrics.REJECTIONS.labels(subject=r["subject"], reason=r["reason"]).inc()
+            metrics.child(metrics.REJECTIONS, r["subject"], r["reason"]).inc()
         if d.fee is not None:
             f = d.fee
             await self.emitter.send(self.t_fees, f["order_id"].encode(), encode(f), source=msg.tp)
-            metrics.FEE_FEN.labels(source_class=f["source_class"], kind=f["kind"]).inc(f["fee_fen"])
+            metrics.child(metrics.FEE_FEN, f["source_class"], f["kind"]).inc(f["fee_fen"])
 
     async def _dead_letter(self, msg: Message, topic: str, error: str) -> None:
         # A record read again before its offset is committed (after a rebalance) must not be
         # dead-lettered twice; valid events are deduplicated by event_id, this by position.
         seen_key = f"dead/{msg.topic}/{msg.partition}/{msg.offset}"
         if seen_key in self.tables.processed:
-            metrics.EVENTS.labels(topic=topic, outcome="duplicate").inc()
+            metrics.child(metrics.EVENTS, topic, "duplicate").inc()
             return
         self.tables.processed[seen_key] = 0
         log.warning("dead letter %s/%s@%s: %s", msg.topic, msg.partition, msg.offset, error[:200])
@@ -235,11 +235,11 @@ class Processor:
             ("source_offset", str(msg.offset).encode()),
         ]
         await self.emitter.send(self.t_dead, msg.key, msg.value, headers=headers, source=msg.tp)
-        metrics.EVENTS.labels(topic=topic, outcome="dead_letter").inc()
+        metrics.child(metrics.EVENTS, topic, "dead_letter").inc()
 
     async def _reroute(self, msg: Message, topic: str, anchor: str, home: int) -> None:
         """Re-send the original bytes to the anchor's partition; that copy is then decided."""
-        metrics.REROUTED.labels(topic=topic).inc()
+        metrics.child(metrics.REROUTED, topic).inc()
         headers = [*(_headers(msg)), ("rerouted_from", f"{msg.partition}:{msg.offset}".encode())]
         await self.emitter.send(
             msg.topic,
