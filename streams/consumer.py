@@ -25,6 +25,7 @@ from faust.types import TP, Message
 from mode.utils.futures import notify
 
 from streams.offsets import OffsetTracker
+from streams.transactions import ConcurrentCommitProducer
 
 _EPOCH = "lc_epoch"  # attribute set on each delivered ConsumerMessage
 
@@ -183,6 +184,7 @@ class ExactConsumer(faust_aiokafka.Consumer):
             raise
 
 
-class ExactTransport(faust_aiokafka.Transport):
+class StreamsTransport(faust_aiokafka.Transport):
     Consumer = ExactConsumer
+    Producer = ConcurrentCommitProducer
 

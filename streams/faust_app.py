@@ -16,7 +16,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types.enums import ProcessingGuarantee
 
 from streams.config import ConfigError, Settings, load_settings
-from streams.consumer import ExactTransport
+from streams.consumer import StreamsTransport
 from streams.processor import COMMIT_GATE
 from streams.sensors import LeanPrometheusMonitor
 from streams.topics import StartupError, ensure_topics
@@ -57,8 +57,9 @@ class StreamsApp(faust.App):
         return self.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
 
     def _new_transport(self) -> Any:
-        # Faust's extension point for the consumer class: exact offsets (streams.consumer).
-        return ExactTransport(self.conf.broker_consumer, self)
+        # Faust's extension point for the consumer and producer classes: exact offsets
+        # (streams.consumer), transactions committed side by side (streams.transactions).
+        return StreamsTransport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         try:
