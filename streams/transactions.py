@@ -5,13 +5,23 @@ one after another, each a chain of broker round trips (AddOffsetsToTxn, TxnOffse
 EndTxn, then the markers); records wait for the commit to end (`CommitGate`), so with four
 partitions every commit stalled processing for four chains in a row: the p99 decision latency.
 The transactions are independent (one producer and one lock each), so they commit side by side.
+
+It also checks every record of a transaction before committing it. aiokafka fails a batch that
+the broker rejects for good (e.g. after a broker restart) without failing the transaction, so the
+commit would go through without those outputs and changelog records but with the offsets of the
+inputs that made them: lost outputs, found in a broker-outage test. If any send of a transaction
+failed, the worker does not commit it and exits (code 3): the open transaction is aborted when
+the restarted worker's producer takes over, and the local tables are rebuilt from the changelogs
+(`StreamsApp._discard_state_after_crash`), exactly as after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
+from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -19,7 +29,40 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 
+EXIT_TRANSACTION_INCOMPLETE = 3
+
+
 class ConcurrentCommitProducer(faust_aiokafka.Producer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._sent: dict[str, list[Any]] = {}
+        super().__init__(*args, **kwargs)
+
+    async def send(self, *args: Any, transactional_id: str | None = None, **kwargs: Any) -> Any:
+        fut = await super().send(*args, transactional_id=transactional_id, **kwargs)
+        if transactional_id:
+            self._sent.setdefault(transactional_id, []).append(fut)
+        return fut
+
+    async def stop_transaction(self, transactional_id: str) -> None:
+        # a revoked partition's open transaction is abandoned (aborted by the next owner)
+        self._sent.pop(transactional_id, None)
+        await super().stop_transaction(transactional_id)
+
+    async def _check_sent(self, tid: str) -> None:
+        sent = self._sent.pop(tid, None)
+        if not sent:
+            return
+        results = await asyncio.gather(*sent, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.critical(
+                "transaction %s: %d of %d records were not written (%r); not committing it. "
+                "Exiting so that the transaction is aborted and the tables rebuilt on restart.",
+                tid, len(failed), len(sent), failed[0],
+            )
+            logging.shutdown()
+            os._exit(EXIT_TRANSACTION_INCOMPLETE)
+
     async def commit_transactions(
         self,
         tid_to_offset_map: Mapping[str, Mapping[TP, int]],
@@ -42,6 +85,7 @@ class ConcurrentCommitProducer(faust_aiokafka.Producer):
             if producer is None:
                 log.warning("Commit invoked for unknown transaction %s", tid)
                 return
+            await self._check_sent(tid)
             await producer.send_offsets_to_transaction(offsets, group_id)
             await producer.commit_transaction()
             if start_new_transaction:
