@@ -85,8 +85,11 @@ class ConcurrentCommitProducer(faust_aiokafka.Producer):
             if producer is None:
                 log.warning("Commit invoked for unknown transaction %s", tid)
                 return
-            await self._check_sent(tid)
-            await producer.send_offsets_to_transaction(offsets, group_id)
+            # The offsets join the transaction while its records' acknowledgements are checked;
+            # nothing is visible before EndTxn (commit_transaction), which waits for both.
+            await asyncio.gather(
+                self._check_sent(tid), producer.send_offsets_to_transaction(offsets, group_id)
+            )
             await producer.commit_transaction()
             if start_new_transaction:
                 await producer.begin_transaction()
