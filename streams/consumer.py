@@ -100,7 +100,7 @@ class ExactConsumer(faust_aiokafka.Consumer):
     async def _rewind(self, tp: TP, offset: int, epoch: int | None) -> None:
         """Fetch again from the first record of `tp` that was fetched but not delivered, unless
         the partition was sought meanwhile (that seek decides where reading continues)."""
-        if epoch is not None and self._offsets.epoch(tp) != epoch:
+        if self._offsets.epoch(tp) != epoch:
             return
         if tp not in self.assignment():
             return
@@ -130,7 +130,9 @@ class ExactConsumer(faust_aiokafka.Consumer):
                 # partitions read by table recovery are sought by Faust itself and delivered
                 # exactly as Faust delivers them.
                 tracked = {tp: acks_enabled_for(tp.topic) for tp in records}
-                epochs = {tp: offsets.epoch(tp) for tp in records}
+                # snapshot after making sure each tracked partition has an epoch: a seek or
+                # assignment from here on changes it, and the rest of the batch is stale
+                epochs = {tp: offsets.ensure(tp) if tracked[tp] else None for tp in records}
                 for tp in records:
                     monitor.track_tp_end_offset(tp, self.highwater(tp))
                 undelivered: dict[TP, int] = {}

@@ -41,6 +41,13 @@ class OffsetTracker:
         self._parts[tp] = _Partition(self._epochs, position)
         return self._epochs
 
+    def ensure(self, tp: Hashable) -> int:
+        """The partition's epoch, starting one (position unknown) if it has none yet."""
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = _Partition(self._new_epoch(), None)
+        return part.epoch
+
     def forget(self, tp: Hashable) -> None:
         self._parts.pop(tp, None)
 

@@ -95,3 +95,11 @@ def test_never_past_an_unacknowledged_record(n: int, order, skip: set[int]) -> N
         assert all(x in acked[: acked.index(o) + 1] for x in range(pos))
     missing = [o for o in range(n) if o in skip]
     assert t.position(TP) == (min(missing) if missing else n)
+
+
+def test_ensure_starts_an_epoch_once_and_a_seek_changes_it() -> None:
+    t = OffsetTracker()
+    first = t.ensure(TP)
+    assert t.ensure(TP) == first
+    assert t.deliver(TP, 3) == first  # delivery keeps the epoch it was fetched in
+    assert t.reset(TP, 0) != first
