@@ -25,7 +25,7 @@ from faust.types import TP, Message
 from mode.utils.futures import notify
 
 from streams.offsets import OffsetTracker
-from streams.transactions import ConcurrentCommitProducer
+from streams.transactions import CheckedCommitProducer
 
 _EPOCH = "lc_epoch"  # attribute set on each delivered ConsumerMessage
 
@@ -188,5 +188,5 @@ class ExactConsumer(faust_aiokafka.Consumer):
 
 class StreamsTransport(faust_aiokafka.Transport):
     Consumer = ExactConsumer
-    Producer = ConcurrentCommitProducer
+    Producer = CheckedCommitProducer
 

@@ -58,7 +58,7 @@ class StreamsApp(faust.App):
 
     def _new_transport(self) -> Any:
         # Faust's extension point for the consumer and producer classes: exact offsets
-        # (streams.consumer), transactions committed side by side (streams.transactions).
+        # (streams.consumer), no commit over a failed send (streams.transactions).
         return StreamsTransport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:

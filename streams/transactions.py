@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 EXIT_TRANSACTION_INCOMPLETE = 3
 
 
-class ConcurrentCommitProducer(faust_aiokafka.Producer):
+class CheckedCommitProducer(faust_aiokafka.Producer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._sent: dict[str, list[Any]] = {}
         super().__init__(*args, **kwargs)
