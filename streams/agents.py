@@ -62,6 +62,7 @@ processor = Processor(
     decoders={t: Decoder(t, VALIDATORS) for t in INPUTS},
     tables=Tables(tasks=tasks, charges=charges, processed=processed),
     emitter=Emitter(app),
+    trace=SETTINGS.trace_records,
 )
 
 

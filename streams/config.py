@@ -50,6 +50,7 @@ class Settings:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     startup_timeout: float = 10.0
+    trace_records: bool = False
     event_loop: str = "uvloop"
 
     def topic(self, name: str) -> str:
@@ -85,6 +86,12 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
         return v
 
     return parse
+
+
+def _flag(s: str) -> bool:
+    if s not in ("0", "1"):
+        raise ValueError(f"{s!r} is neither 0 nor 1")
+    return s == "1"
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -201,6 +208,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         sasl_username=_get(e, "STREAMS_BROKER_SASL_USERNAME", None, str, "a user name"),
         sasl_password=e.get("STREAMS_BROKER_SASL_PASSWORD") or None,
+        trace_records=_get(e, "STREAMS_TRACE_RECORDS", d.trace_records, _flag, "0 or 1"),
         startup_timeout=_get(
             e, "STREAMS_STARTUP_TIMEOUT", d.startup_timeout, _positive_float, "seconds > 0"
         ),

@@ -139,7 +139,7 @@ class StreamsApp(faust.App):
 
         consumer.commit = gated_commit
 
-        if os.environ.get("STREAMS_TRACE_RECORDS", "") == "1":
+        if self.settings.trace_records:
             commit_offsets = consumer._commit_offsets
 
             async def traced_commit_offsets(offsets: Any, **kw: Any) -> Any:

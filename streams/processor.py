@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -30,8 +29,6 @@ from streams.policy import (
 )
 
 log = logging.getLogger(__name__)
-TRACE = os.environ.get("STREAMS_TRACE_RECORDS", "") == "1"
-"""Debugging aid: one INFO line per record (position, generation, event id, outcome)."""
 
 
 class Message(Protocol):
@@ -117,7 +114,10 @@ class Processor:
         decoders: dict[str, Decoder],
         tables: Tables,
         emitter: Emitter,
+        trace: bool = False,
     ) -> None:
+        self.trace = trace
+        """One INFO line per record (position, generation, event id, outcome): debugging."""
         self.prefix = prefix
         self.partitions = partitions
         self.policy = policy
@@ -139,7 +139,7 @@ class Processor:
             if COMMIT_GATE.admits(msg):
                 await self._process(msg)
             else:
-                if TRACE:
+                if self.trace:
                     _trace(msg, "held back")
                 # Never acknowledged: Faust's ack is a no-op for a message marked acked, so the
                 # offset stays uncommitted and the record is read again.
@@ -167,7 +167,7 @@ class Processor:
         seen_key = f"{topic}/{event.event_id}"
         if seen_key in self.tables.processed:
             metrics.child(metrics.EVENTS, topic, "duplicate").inc()
-            if TRACE:
+            if self.trace:
                 _trace(msg, f"{event.event_id} duplicate")
             return
         try:
@@ -179,7 +179,7 @@ class Processor:
         self._store(event, decision)
         self.tables.processed[seen_key] = decision.t_ms
         await self._emit(msg, topic, decision)
-        if TRACE:
+        if self.trace:
             _trace(msg, f"{event.event_id} {decision.outcome}")
         metrics.child(metrics.EVENT_AGE_SECONDS, topic).observe(
             max(0.0, time.time() - decision.t_ms / 1000)

@@ -145,6 +145,21 @@ async def produce_to(
     return [(m.topic, m.partition, m.offset) for m in metas]
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, waiting up to ~10 s for a brand-new topic's metadata."""
+    tps = []
+    for t in topics:
+        parts = consumer.partitions_for_topic(t)
+        for _ in range(100):
+            if parts:
+                break
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(t)
+            await asyncio.sleep(0.1)
+        tps += [TopicPartition(t, p) for p in sorted(parts or [])]
+    return tps
+
+
 async def consume_from(
     bootstrap: str,
     topics: Sequence[str],
@@ -171,16 +186,7 @@ async def consume_from(
     await consumer.start()
     out: list[Received] = []
     try:
-        tps = []
-        for t in topics:
-            parts = consumer.partitions_for_topic(t)
-            for _ in range(100):
-                if parts:
-                    break
-                await consumer._client.force_metadata_update()  # the topic may be brand new
-                parts = consumer.partitions_for_topic(t)
-                await asyncio.sleep(0.1)
-            tps += [TopicPartition(t, p) for p in sorted(parts or [])]
+        tps = await _partitions(consumer, topics)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout
@@ -228,16 +234,7 @@ async def group_lag(
     await admin.start()
     try:
         await consumer.start()
-        tps = []
-        for t in topics:
-            parts = consumer.partitions_for_topic(t)
-            for _ in range(100):
-                if parts:
-                    break
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(t)
-                await asyncio.sleep(0.1)
-            tps += [TopicPartition(t, p) for p in sorted(parts or [])]
+        tps = await _partitions(consumer, topics)
         ends = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
         lag = {}
