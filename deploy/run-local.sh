@@ -12,7 +12,15 @@ cleanup() {
   trap - INT TERM EXIT
   echo "make run: stopping..." >&2
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Poll rather than `wait`: inside this trap `wait` can return at once, and stopping Kafka
+  # under a worker still making its final commit leaves that worker retrying forever.
+  for _ in $(seq 300); do
+    alive=""
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ -z "$alive" ]] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   if [[ -n "$kafka_started" ]]; then deploy/local-kafka/kafka.sh stop || true; fi
 }
 trap cleanup INT TERM EXIT

@@ -155,7 +155,10 @@ start() {
   write_config
   format_storage
   : >"$log_file"
-  JAVA_CMD_EXEC=1 java_cmd kafka.Kafka "$run_dir/server.properties" >>"$run_dir/stdout.log" 2>&1 </dev/null &
+  # SIGINT ignored (the JVM keeps an ignored SIGINT ignored): a Ctrl-C meant for `make run` must
+  # not stop the broker under a worker still making its final commit; `stop` sends SIGTERM.
+  (trap '' INT; JAVA_CMD_EXEC=1 java_cmd kafka.Kafka "$run_dir/server.properties" \
+    >>"$run_dir/stdout.log" 2>&1 </dev/null) &
   echo $! >"$pid_file"
   wait_ready
   log "ready on 127.0.0.1:$port (pid $(cat "$pid_file"), $((SECONDS - t0))s)"
