@@ -6,6 +6,7 @@ A wrong value stops start-up with a message naming the variable, before Faust or
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class Settings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: Path | None = None
     startup_timeout: float = 10.0
     trace_records: bool = False
     event_loop: str = "uvloop"
@@ -139,6 +141,22 @@ def _existing_dir(s: str) -> Path:
     return p
 
 
+def _ca_file(s: str) -> Path:
+    p = Path(s)
+    if not p.is_file():
+        raise ValueError(f"no such file: {p}")
+    try:
+        # The same loader the broker connection uses: a file it cannot use fails here, not later.
+        ssl.create_default_context(cafile=str(p))
+    except PermissionError as exc:
+        raise ValueError(f"cannot read {p}: {exc.strerror}") from None
+    except ssl.SSLError as exc:
+        raise ValueError(f"no PEM certificate could be loaded from {p}: {exc.reason}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {p}: {exc.strerror or exc}") from None
+    return p
+
+
 def _positive_float(s: str) -> float:
     v = float(s)
     if not v > 0:
@@ -208,12 +226,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         sasl_username=_get(e, "STREAMS_BROKER_SASL_USERNAME", None, str, "a user name"),
         sasl_password=e.get("STREAMS_BROKER_SASL_PASSWORD") or None,
+        ssl_cafile=_get(
+            e,
+            "STREAMS_BROKER_SSL_CAFILE",
+            None,
+            _ca_file,
+            "a readable PEM file of the CA certificates that signed the broker's certificate",
+        ),
         trace_records=_get(e, "STREAMS_TRACE_RECORDS", d.trace_records, _flag, "0 or 1"),
         startup_timeout=_get(
             e, "STREAMS_STARTUP_TIMEOUT", d.startup_timeout, _positive_float, "seconds > 0"
         ),
     )
-    _check_sasl(s, "STREAMS_BROKER_SASL_MECHANISM" in e)
+    _check_security(s, protocol_given=bool(e.get("STREAMS_BROKER_SECURITY_PROTOCOL", "").strip()))
     return s
 
 
@@ -224,13 +249,23 @@ def _store(s: str) -> str:
     return v
 
 
-def _check_sasl(s: Settings, mechanism_set: bool) -> None:
-    sasl = s.security_protocol.startswith("SASL")
-    if s.sasl_mechanism and not sasl:
-        # A mechanism alone means the user wants SASL: choose the plaintext variant for them.
-        object.__setattr__(s, "security_protocol", "SASL_PLAINTEXT")
-        sasl = True
-    if sasl:
+def _check_security(s: Settings, protocol_given: bool) -> None:
+    protocol = s.security_protocol
+    if s.sasl_mechanism and not protocol.startswith("SASL"):
+        # A mechanism means the user wants SASL: add it, keeping TLS if SSL was chosen.
+        protocol = "SASL_SSL" if protocol == "SSL" else "SASL_PLAINTEXT"
+    if s.ssl_cafile is not None and not protocol.endswith("SSL"):
+        if protocol_given:
+            raise ConfigError(
+                f"STREAMS_BROKER_SSL_CAFILE is set but STREAMS_BROKER_SECURITY_PROTOCOL="
+                f"{s.security_protocol} does not use TLS: set it to "
+                f"{'SASL_SSL' if protocol.startswith('SASL') else 'SSL'}, or unset "
+                "STREAMS_BROKER_SSL_CAFILE"
+            )
+        # A CA file alone means the user wants TLS: SSL, or SASL_SSL with a mechanism.
+        protocol = "SASL_SSL" if protocol.startswith("SASL") else "SSL"
+    object.__setattr__(s, "security_protocol", protocol)
+    if protocol.startswith("SASL"):
         missing = [
             name
             for name, v in (
@@ -242,8 +277,7 @@ def _check_sasl(s: Settings, mechanism_set: bool) -> None:
         ]
         if missing:
             raise ConfigError(
-                f"STREAMS_BROKER_SECURITY_PROTOCOL={s.security_protocol} needs "
-                + ", ".join(missing)
+                f"STREAMS_BROKER_SECURITY_PROTOCOL={protocol} needs " + ", ".join(missing)
             )
     elif s.sasl_username or s.sasl_password:
         raise ConfigError(

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka.helpers import create_ssl_context
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types.enums import ProcessingGuarantee
 
@@ -19,7 +18,7 @@ from streams.config import ConfigError, Settings, load_settings
 from streams.consumer import StreamsTransport
 from streams.processor import COMMIT_GATE
 from streams.sensors import LeanPrometheusMonitor
-from streams.topics import StartupError, ensure_topics
+from streams.topics import StartupError, broker_credentials, ensure_topics
 
 log = logging.getLogger("streams")
 RUNNING_MARKER = ".running"
@@ -30,17 +29,6 @@ def _fail(message: str) -> None:
     """One clear line on stderr and a non-zero exit: no traceback for a user's mistake."""
     print(f"live-commerce-streams: cannot start: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
-
-
-def _credentials(s: Settings) -> Any:
-    if not s.security_protocol.startswith("SASL"):
-        return None
-    return faust.SASLCredentials(
-        username=s.sasl_username,
-        password=s.sasl_password,
-        mechanism=s.sasl_mechanism,
-        ssl_context=create_ssl_context() if s.security_protocol == "SASL_SSL" else None,
-    )
 
 
 class StreamsApp(faust.App):
@@ -185,7 +173,7 @@ def build_app(settings: Settings) -> StreamsApp:
     app = StreamsApp(
         settings.app_id,
         broker=settings.broker,
-        broker_credentials=_credentials(settings),
+        broker_credentials=broker_credentials(settings),
         store=f"{settings.store}://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from typing import Any
 
+import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaError, SaslAuthenticationFailed
+from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
+from aiokafka.helpers import create_ssl_context
 
 from streams.config import Settings
 
@@ -28,6 +31,14 @@ class StartupError(RuntimeError):
     """The worker must not start; the message says what to do."""
 
 
+def ssl_context(s: Settings) -> ssl.SSLContext | None:
+    """For SSL and SASL_SSL: a client context that checks the broker's certificate and host name
+    against STREAMS_BROKER_SSL_CAFILE, or the system's CAs when it is not set."""
+    if not s.security_protocol.endswith("SSL"):
+        return None
+    return create_ssl_context(cafile=str(s.ssl_cafile) if s.ssl_cafile else None)
+
+
 def client_auth(s: Settings) -> dict[str, Any]:
     """aiokafka connection settings shared by the admin client, producers and tests."""
     auth: dict[str, Any] = {"security_protocol": s.security_protocol}
@@ -37,11 +48,26 @@ def client_auth(s: Settings) -> dict[str, Any]:
             sasl_plain_username=s.sasl_username,
             sasl_plain_password=s.sasl_password,
         )
-    if s.security_protocol.endswith("SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        auth["ssl_context"] = create_ssl_context()
+    context = ssl_context(s)
+    if context is not None:
+        auth["ssl_context"] = context
     return auth
+
+
+def broker_credentials(s: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The same settings in Faust's form, for the worker's own consumer and producers."""
+    context = ssl_context(s)
+    if s.security_protocol.startswith("SASL"):
+        # Faust makes it SASL_SSL when a context is given, SASL_PLAINTEXT otherwise.
+        return faust.SASLCredentials(
+            username=s.sasl_username,
+            password=s.sasl_password,
+            mechanism=s.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 async def ensure_topics(s: Settings) -> dict[str, int]:
@@ -145,6 +171,25 @@ async def _probe(s: Settings) -> BaseException | None:
 
 def _connect_hint(s: Settings, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if "mismatch" in str(exc.verify_message):  # host name or IP address not in the cert
+            return (
+                f"Kafka at {s.broker} presented a TLS certificate for another host "
+                f"({exc.verify_message}): set STREAMS_BROKER to a host name or address the "
+                "broker's certificate is issued for"
+            )
+        trusted = f"STREAMS_BROKER_SSL_CAFILE={s.ssl_cafile}" if s.ssl_cafile else "system CAs"
+        return (
+            f"Kafka at {s.broker} presented a TLS certificate this worker does not trust "
+            f"({exc.verify_message}; trusted: {trusted}): set STREAMS_BROKER_SSL_CAFILE to the "
+            "PEM of the CA that signed the broker's certificate (locally: the run dir's ca.pem)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return (
+            f"TLS with Kafka at {s.broker} failed ({exc.reason or text}): check "
+            "STREAMS_BROKER_SECURITY_PROTOCOL and STREAMS_BROKER_SSL_CAFILE against the "
+            "broker's listener"
+        )
     if isinstance(exc, SaslAuthenticationFailed) or "authentication" in text.lower():
         return (
             f"Kafka at {s.broker} rejected the credentials of user {s.sasl_username!r} "
@@ -156,6 +201,16 @@ def _connect_hint(s: Settings, exc: BaseException) -> str:
             f"Kafka at {s.broker} does not accept {s.security_protocol} with "
             f"{s.sasl_mechanism} ({text}): check STREAMS_BROKER_SECURITY_PROTOCOL and "
             "STREAMS_BROKER_SASL_MECHANISM against the broker's listener"
+        )
+    if isinstance(exc, ConnectionResetError) or (
+        isinstance(exc, KafkaConnectionError) and "closed" in text
+    ):
+        # The port answers but the broker hangs up: typically TLS against a plaintext listener,
+        # or plaintext against a TLS one.
+        return (
+            f"Kafka at {s.broker} closed the connection ({text}): does its listener speak "
+            f"{s.security_protocol}? Check STREAMS_BROKER_SECURITY_PROTOCOL (SSL and SASL_SSL "
+            "for a TLS listener) against the broker's listener"
         )
     return (
         f"cannot reach Kafka at {s.broker} within {s.startup_timeout:g}s ({text}). "

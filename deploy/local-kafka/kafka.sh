@@ -10,6 +10,10 @@
 #   KAFKA_HEAP_OPTS        JVM heap (default -Xms256m -Xmx512m)
 #   KAFKA_SASL_USERS       "user:password,..." switches the client listener to SASL_PLAINTEXT with
 #                          SCRAM-SHA-256 and creates these users when the storage is formatted
+#   KAFKA_TLS              1: the client listener speaks TLS (SSL; SASL_SSL with KAFKA_SASL_USERS)
+#                          with a self-signed certificate for 127.0.0.1/localhost made by the JDK's
+#                          keytool at the first TLS start of the run dir; clients trust its PEM,
+#                          <run dir>/ca.pem. The controller listener stays PLAINTEXT on loopback.
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 90)
 set -euo pipefail
 
@@ -22,6 +26,12 @@ pid_file="$run_dir/kafka.pid"
 log_file="$run_dir/server.log"
 timeout="${KAFKA_START_TIMEOUT:-90}"
 java_bin="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+tls_dir="$run_dir/tls"
+case "${KAFKA_TLS:-0}" in
+  0 | "") tls="" ;;
+  1) tls=1 ;;
+  *) echo "local-kafka[$port]: KAFKA_TLS=${KAFKA_TLS} must be 0 or 1" >&2; exit 2 ;;
+esac
 
 log() { echo "local-kafka[$port]: $*" >&2; }
 
@@ -45,16 +55,72 @@ resolve_jars() {
   touch "$lib_dir/.complete"
 }
 
+keytool_bin() {  # the keytool of the JDK whose java runs the broker
+  if [[ -n "${JAVA_HOME:-}" ]]; then echo "$JAVA_HOME/bin/keytool"; return; fi
+  local java; java="$(command -v java)" || { log "no java on PATH and no JAVA_HOME"; exit 1; }
+  echo "$(dirname "$(readlink -f "$java")")/keytool"
+}
+
+make_tls() {  # once per run dir: the broker's key pair, a truststore with its cert, ca.pem
+  if [[ -f "$tls_dir/broker.p12" && -f "$tls_dir/truststore.p12" && -f "$tls_dir/store.pass" \
+        && -f "$run_dir/ca.pem" ]]; then return; fi
+  local keytool pass
+  keytool="$(keytool_bin)"
+  log "creating a self-signed TLS certificate for 127.0.0.1/localhost in $tls_dir"
+  rm -rf "$tls_dir"
+  (umask 077; mkdir -p "$tls_dir"; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' \
+    >"$tls_dir/store.pass")
+  pass="$(cat "$tls_dir/store.pass")"
+  # The password reaches keytool through its environment, never its command line.
+  if ! (
+    umask 077
+    export KAFKA_TLS_PASS="$pass"
+    "$keytool" -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+      -dname "CN=localhost" -ext "SAN=ip:127.0.0.1,dns:localhost" \
+      -storetype PKCS12 -keystore "$tls_dir/broker.p12" -storepass:env KAFKA_TLS_PASS &&
+    "$keytool" -exportcert -rfc -alias broker -file "$tls_dir/broker.pem" \
+      -storetype PKCS12 -keystore "$tls_dir/broker.p12" -storepass:env KAFKA_TLS_PASS &&
+    # The broker connects to its own client listener (inter-broker traffic): it trusts itself.
+    "$keytool" -importcert -noprompt -alias broker -file "$tls_dir/broker.pem" \
+      -storetype PKCS12 -keystore "$tls_dir/truststore.p12" -storepass:env KAFKA_TLS_PASS
+  ) >>"$tls_dir/keytool.log" 2>&1; then
+    cat "$tls_dir/keytool.log" >&2
+    exit 1
+  fi
+  cp "$tls_dir/broker.pem" "$run_dir/ca.pem.tmp" && chmod 644 "$run_dir/ca.pem.tmp"
+  mv "$run_dir/ca.pem.tmp" "$run_dir/ca.pem"
+}
+
+listener_protocol() {  # PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL
+  echo "${KAFKA_SASL_USERS:+SASL_}$([[ -n "$tls" ]] && echo SSL || echo PLAINTEXT)"
+}
+
 write_config() {
-  local listener_proto="PLAINTEXT" extra=""
+  local listener_proto extra=""
+  listener_proto="$(listener_protocol)"
   if [[ -n "${KAFKA_SASL_USERS:-}" ]]; then
-    listener_proto="SASL_PLAINTEXT"
     # The controller keeps PLAINTEXT on loopback; only the client listener needs credentials.
+    # The broker itself talks to its own client listener, so it needs a login too: the first user.
+    local first="${KAFKA_SASL_USERS%%,*}"
     extra="sasl.enabled.mechanisms=SCRAM-SHA-256
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256
-listener.name.client.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+listener.name.client.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"${first%%:*}\" password=\"${first#*:}\";"
   fi
-  cat >"$run_dir/server.properties" <<PROPS
+  if [[ -n "$tls" ]]; then
+    local pass; pass="$(cat "$tls_dir/store.pass")"
+    extra="$extra
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls_dir/broker.p12
+ssl.keystore.password=$pass
+ssl.key.password=$pass
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$tls_dir/truststore.p12
+ssl.truststore.password=$pass"
+  fi
+  # Passwords (SCRAM, keystore) are in it: readable by this user only.
+  rm -f "$run_dir/server.properties"
+  (umask 077; : >"$run_dir/server.properties")
+  cat >>"$run_dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
@@ -82,13 +148,6 @@ log.cleaner.dedupe.buffer.size=2097152
 auto.create.topics.enable=false
 $extra
 PROPS
-  if [[ -n "${KAFKA_SASL_USERS:-}" ]]; then
-    # The broker itself talks to its own client listener, so it needs a login too: the first user.
-    local first="${KAFKA_SASL_USERS%%,*}"
-    echo "listener.name.client.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"${first%%:*}\" password=\"${first#*:}\";" \
-      >>"$run_dir/server.properties"
-    sed -i '/^listener.name.client.scram-sha-256.sasl.jaas.config=.*required;$/d' "$run_dir/server.properties"
-  fi
   cat >"$run_dir/log4j2.properties" <<'L4J'
 status = warn
 appender.file.type = File
@@ -152,6 +211,7 @@ start() {
   local t0=$SECONDS
   resolve_jars
   mkdir -p "$run_dir"
+  if [[ -n "$tls" ]]; then make_tls; fi
   write_config
   format_storage
   : >"$log_file"
@@ -161,7 +221,8 @@ start() {
     >>"$run_dir/stdout.log" 2>&1 </dev/null) &
   echo $! >"$pid_file"
   wait_ready
-  log "ready on 127.0.0.1:$port (pid $(cat "$pid_file"), $((SECONDS - t0))s)"
+  log "ready on 127.0.0.1:$port, $(listener_protocol)${tls:+ (CA: $run_dir/ca.pem)}" \
+    "(pid $(cat "$pid_file"), $((SECONDS - t0))s)"
 }
 
 stop() {

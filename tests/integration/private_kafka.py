@@ -1,4 +1,5 @@
-"""A private Kafka broker for tests that stop a broker or need SASL, and bootstrap-aware helpers.
+"""A private Kafka broker for tests that stop a broker or need SASL or TLS, and bootstrap-aware
+helpers.
 
 The shared test broker (127.0.0.1:9092) is used by other tests at the same time and must never be
 stopped; tests that take a broker down or change its security start their own with
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,6 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
 
 from tests.integration.harness import REPO, Received, free_port
 
@@ -31,10 +34,12 @@ KAFKA_SH = REPO / "deploy" / "local-kafka" / "kafka.sh"
 
 @dataclass
 class PrivateKafka:
-    """One single-node KRaft broker on 127.0.0.1:`port` with its data in `run_dir`."""
+    """One single-node KRaft broker on 127.0.0.1:`port` with its data in `run_dir`; with `tls`,
+    its client listener speaks TLS with a self-signed certificate whose PEM is `ca_file`."""
 
     run_dir: Path
     sasl_users: str | None = None
+    tls: bool = False
     port: int = field(default_factory=free_port)
     controller_port: int = field(default_factory=free_port)
     log: list[str] = field(default_factory=list)
@@ -48,6 +53,19 @@ class PrivateKafka:
         """The worker's STREAMS_BROKER form."""
         return f"kafka://{self.bootstrap}"
 
+    @property
+    def ca_file(self) -> Path:
+        """The broker's certificate in PEM (kafka.sh writes it at the first TLS start)."""
+        return self.run_dir / "ca.pem"
+
+    @property
+    def security_protocol(self) -> str:
+        return ("SASL_" if self.sasl_users else "") + ("SSL" if self.tls else "PLAINTEXT")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """An aiokafka client context that trusts this broker's certificate."""
+        return create_ssl_context(cafile=str(self.ca_file))
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -59,6 +77,7 @@ class PrivateKafka:
         env.pop("KAFKA_SASL_USERS", None)
         if self.sasl_users:
             env["KAFKA_SASL_USERS"] = self.sasl_users
+        env["KAFKA_TLS"] = "1" if self.tls else "0"
         return env
 
     def _run(self, action: str, timeout: float) -> None:
@@ -98,11 +117,13 @@ class PrivateKafka:
 
 
 @contextlib.contextmanager
-def private_kafka(run_dir: Path, *, sasl_users: str | None = None) -> Iterator[PrivateKafka]:
+def private_kafka(
+    run_dir: Path, *, sasl_users: str | None = None, tls: bool = False
+) -> Iterator[PrivateKafka]:
     """Start a private broker, yield it, and always stop it (its data is removed afterwards)."""
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise RuntimeError("a private Kafka broker needs Java 17+ (java on PATH or JAVA_HOME)")
-    kafka = PrivateKafka(run_dir=run_dir, sasl_users=sasl_users)
+    kafka = PrivateKafka(run_dir=run_dir, sasl_users=sasl_users, tls=tls)
     try:
         kafka.start()
         yield kafka
