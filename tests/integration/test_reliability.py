@@ -194,6 +194,7 @@ def _alive(w: Worker):  # type: ignore[no-untyped-def]
 OUTAGE_SEED = 20201009
 OUTAGE_EVENTS = 6_000
 OUTAGE_S = 20.0
+OUTAGE_AFTER_S = 1.0  # how long the resumed worker works on its backlog before the broker stops
 
 
 async def test_broker_outage(make_worker, tmp_path: Path) -> None:
@@ -204,20 +205,30 @@ async def test_broker_outage(make_worker, tmp_path: Path) -> None:
         prefix, group = w.prefix, w.app_id
         inputs = [prefix + t for t in INPUTS]
         events: list[str] = []
+        paused: list[float] = []
 
         async def settle_phase1() -> None:
             await wait_caught_up(kafka.bootstrap, group, [prefix + "xingtu-tasks"], timeout=180,
                                  on_wait=_alive(w))
+            w.pause()
+            paused.append(time.monotonic())
 
-        # All input first (the producer is not under test), then the outage while the worker
-        # works through the backlog.
-        stats = await send_planned(
-            load.planned, bootstrap=kafka.bootstrap, prefix=prefix, progress=False,
-            between_phases=settle_phase1,
-        )
+        # Phase 2 is sent while the worker is paused (SIGSTOP, a few seconds: well inside its
+        # 10 s session timeout), so the broker goes down while the worker is deciding a backlog
+        # of thousands of events, mid-transaction, not after it has caught up (the producer is
+        # not under test).
+        try:
+            stats = await send_planned(
+                load.planned, bootstrap=kafka.bootstrap, prefix=prefix, progress=False,
+                between_phases=settle_phase1,
+            )
+        finally:
+            w.resume()
+            paused.append(time.monotonic())
         assert stats.errors == 0 and stats.sent == len(load.planned), stats
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(OUTAGE_AFTER_S)
         lag_before = sum((await group_lag(kafka.bootstrap, group, inputs)).values())
+        assert lag_before > 0, "the worker caught up before the outage; nothing was in flight"
         t_stop = time.monotonic()
         await asyncio.to_thread(kafka.stop)
         stopped = time.monotonic()
@@ -225,7 +236,9 @@ async def test_broker_outage(make_worker, tmp_path: Path) -> None:
         await asyncio.to_thread(kafka.start)
         outage = time.monotonic() - t_stop
         events.append(
-            f"broker stopped with lag {lag_before} for {OUTAGE_S:.0f}s "
+            f"worker paused {paused[-1] - paused[0]:.1f}s while phase 2 was sent; "
+            f"broker stopped {OUTAGE_AFTER_S:.0f}s after it resumed, with lag {lag_before}, "
+            f"for {OUTAGE_S:.0f}s "
             f"(down {outage:.0f}s from the stop to answering again; the stop itself took "
             f"{stopped - t_stop:.1f}s)"
         )
