@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from streams import transactions
 from streams.transactions import EXIT_TRANSACTION_INCOMPLETE, CheckedCommitProducer
 
 TID = "app-0-3"
-OFFSETS = {("orders", 3): 41}
+OFFSETS = {TP("orders", 3): 41}
 
 
 class RecordingTxnProducer:
@@ -45,7 +46,7 @@ def checked(kafka: RecordingTxnProducer) -> CheckedCommitProducer:
     p = CheckedCommitProducer.__new__(CheckedCommitProducer)  # no app, no broker
     p._sent = {}
     p._trn_locks = defaultdict(asyncio.Lock)
-    p._transaction_producers = {TID: kafka}  # type: ignore[dict-item]
+    p._transaction_producers = {TID: kafka}
     return p
 
 
