@@ -31,19 +31,32 @@ VALIDATORS = load_validators(SETTINGS.schema_dir)
 metrics.init_series(POLICY.version, __version__)
 
 
-def _table(name: str, help: str) -> Any:
+def _table(name: str, help: str, **options: Any) -> Any:
     return app.Table(
         name,
         default=None,
         partitions=SETTINGS.topic_partitions,
         key_type=str,
         help=help,
+        **options,
     )
 
 
 tasks = _table("xingtu-task-state", "Xingtu task transitions by task/anchor/product")
 charges = _table("order-charge-state", "Each charged order's fee and reversals so far")
-processed = _table("processed-event-ids", "Input event ids already decided (dedup)")
+# Its changelog forgets an id by itself once dedup_retention_days have passed (the worker drops
+# it from the local store then, see streams.expiry); Kafka deletes whole segments, so an id may
+# stay on disk up to one segment (segment.ms, a day here) longer. Applies when Faust creates the
+# changelog topic; an existing one keeps its config (kafka-configs --alter to change it).
+processed = _table(
+    "processed-event-ids",
+    "Input event ids already decided (dedup)",
+    extra_topic_configs={
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(POLICY.dedup_retention_ms),
+        "segment.ms": str(min(POLICY.dedup_retention_ms, 86_400_000)),
+    },
+)
 
 inputs = app.topic(
     *(SETTINGS.topic(t) for t in INPUT_TOPICS),
@@ -64,6 +77,14 @@ processor = Processor(
     emitter=Emitter(app),
     trace=SETTINGS.trace_records,
 )
+metrics.DEDUP_IDS.set_function(lambda: len(processor.expiry))
+
+
+async def _state_recovered(sender: Any, *args: Any, **kwargs: Any) -> None:
+    processor.state_recovered()
+
+
+app.on_rebalance_complete.connect(_state_recovered)  # type: ignore[arg-type]  # Faust's stub
 
 
 @app.agent(inputs, name="decide")

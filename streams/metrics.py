@@ -69,6 +69,15 @@ REROUTED = Counter(
     ["topic"],
 )
 
+DEDUP_IDS = Gauge(
+    "livecommerce_dedup_ids",
+    "Event ids this worker remembers to drop redeliveries (bounded by dedup_retention_days)",
+)
+DEDUP_FORGOTTEN = Counter(
+    "livecommerce_dedup_forgotten",
+    "Event ids forgotten because their dedup_retention_days had passed",
+)
+
 _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 

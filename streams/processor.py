@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -18,6 +18,7 @@ from aiokafka.partitioner import murmur2
 from streams import metrics
 from streams.codec import DecodeError, Decoder, encode
 from streams.emit import Emitter
+from streams.expiry import Expiry
 from streams.policy import (
     ChargeState,
     Decision,
@@ -115,6 +116,7 @@ class Processor:
         tables: Tables,
         emitter: Emitter,
         trace: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.trace = trace
         """One INFO line per record (position, generation, event id, outcome): debugging."""
@@ -128,6 +130,14 @@ class Processor:
         self.t_rejections = prefix + "rejections"
         self.t_fees = prefix + "fees"
         self.t_dead = prefix + "dead-letters"
+        self.clock = clock
+        self.expiry = Expiry(policy.dedup_retention_ms)
+        self._expiry_stale = True
+
+    def state_recovered(self) -> None:
+        """The tables were (re)loaded, e.g. after a rebalance: rebuild the dedup expiry from them
+        before the next record."""
+        self._expiry_stale = True
 
     async def process(self, msg: Message) -> None:
         # Shielded: a stop that cancels the agent mid-record lets the record finish, so the final
@@ -147,15 +157,21 @@ class Processor:
 
     async def _process(self, msg: Message) -> None:
         started = time.perf_counter()
+        now_ms = int(self.clock() * 1000)
+        if self._expiry_stale:
+            self._rebuild_expiry(now_ms)
+        self._forget_due(now_ms)
         topic = self.short[msg.topic]
         try:
             event = self.decoders[msg.topic](msg.value)
         except DecodeError as exc:
-            await self._dead_letter(msg, topic, str(exc))
+            await self._dead_letter(msg, topic, str(exc), now_ms)
             return
         except Exception as exc:  # e.g. jsonschema-rs failing to describe a deeply nested value:
             # a record the decoder chokes on is unreadable too; crashing the agent would drop it
-            await self._dead_letter(msg, topic, f"undecodable: {type(exc).__name__}: {exc}")
+            await self._dead_letter(
+                msg, topic, f"undecodable: {type(exc).__name__}: {exc}", now_ms
+            )
             return
         anchor = event.anchor_id
         if msg.key is None or msg.key != anchor.encode():
@@ -171,13 +187,15 @@ class Processor:
                 _trace(msg, f"{event.event_id} duplicate")
             return
         try:
-            decision = self._decide(event, msg)
+            decision = self._decide(event, msg, now_ms)
         except Exception as exc:  # a bug must not stall the partition; the record is kept
             log.exception("decision failed for %s/%s@%s", msg.topic, msg.partition, msg.offset)
-            await self._dead_letter(msg, topic, f"internal error: {type(exc).__name__}: {exc}")
+            await self._dead_letter(
+                msg, topic, f"internal error: {type(exc).__name__}: {exc}", now_ms
+            )
             return
         self._store(event, decision)
-        self.tables.processed[seen_key] = decision.t_ms
+        self._remember(seen_key, now_ms)
         await self._emit(msg, topic, decision)
         if self.trace:
             _trace(msg, f"{event.event_id} {decision.outcome}")
@@ -186,7 +204,7 @@ class Processor:
         )
         metrics.child(metrics.PROCESSING_SECONDS, topic).observe(time.perf_counter() - started)
 
-    def _decide(self, event: Any, msg: Message) -> Decision:
+    def _decide(self, event: Any, msg: Message, now_ms: int) -> Decision:
         task_key, charge_key = needed_keys(event)
         task = self.tables.tasks.get(task_key) if task_key else None
         charge = self.tables.charges.get(charge_key) if charge_key else None
@@ -196,7 +214,7 @@ class Processor:
         )
         record_ms = int(msg.timestamp * 1000) if msg.timestamp else None
         return decide(
-            event, state, self.policy, record_ms=record_ms, now_ms=int(time.time() * 1000)
+            event, state, self.policy, record_ms=record_ms, now_ms=now_ms
         )
 
     def _store(self, event: Any, decision: Decision) -> None:
@@ -219,14 +237,14 @@ class Processor:
             await self.emitter.send(self.t_fees, f["order_id"].encode(), encode(f), source=msg.tp)
             metrics.child(metrics.FEE_FEN, f["source_class"], f["kind"]).inc(f["fee_fen"])
 
-    async def _dead_letter(self, msg: Message, topic: str, error: str) -> None:
+    async def _dead_letter(self, msg: Message, topic: str, error: str, now_ms: int) -> None:
         # A record read again before its offset is committed (after a rebalance) must not be
         # dead-lettered twice; valid events are deduplicated by event_id, this by position.
         seen_key = f"dead/{msg.topic}/{msg.partition}/{msg.offset}"
         if seen_key in self.tables.processed:
             metrics.child(metrics.EVENTS, topic, "duplicate").inc()
             return
-        self.tables.processed[seen_key] = 0
+        self._remember(seen_key, now_ms)
         log.warning("dead letter %s/%s@%s: %s", msg.topic, msg.partition, msg.offset, error[:200])
         headers = [
             ("error", error.encode("utf-8", "replace")),
@@ -236,6 +254,42 @@ class Processor:
         ]
         await self.emitter.send(self.t_dead, msg.key, msg.value, headers=headers, source=msg.tp)
         metrics.child(metrics.EVENTS, topic, "dead_letter").inc()
+
+    def _remember(self, seen_key: str, now_ms: int) -> None:
+        # the value is when the id was first decided (wall clock): see streams.expiry
+        self.tables.processed[seen_key] = now_ms
+        self.expiry.remember(seen_key, now_ms)
+
+    def _dedup_store(self) -> MutableMapping[str, Any]:
+        """The processed table's local store (Faust's `Table.data`; the dict itself in tests):
+        forgetting an id there writes nothing to the changelog, whose own retention forgets it."""
+        return getattr(self.tables.processed, "data", self.tables.processed)
+
+    def _forget_due(self, now_ms: int) -> None:
+        due = self.expiry.due(now_ms)
+        if not due:
+            return
+        store = self._dedup_store()
+        for key, seen_ms in due:
+            if store.get(key) == seen_ms:
+                del store[key]
+        metrics.DEDUP_FORGOTTEN.inc(len(due))
+
+    def _rebuild_expiry(self, now_ms: int) -> None:
+        # One pass without awaiting: nothing else may change the store half-way (a standby's
+        # recovery writes to the same memory store).
+        self._expiry_stale = False
+        store = self._dedup_store()
+        started = time.perf_counter()
+        drop = self.expiry.rebuild(list(store.items()), now_ms)
+        for key in drop:
+            store.pop(key, None)
+        metrics.DEDUP_FORGOTTEN.inc(len(drop))
+        log.info(
+            "dedup: remembering %d event ids for %d days, forgot %d due ones (%.3fs)",
+            len(self.expiry), self.policy.dedup_retention_days, len(drop),
+            time.perf_counter() - started,
+        )
 
     async def _reroute(self, msg: Message, topic: str, anchor: str, home: int) -> None:
         """Re-send the original bytes to the anchor's partition; that copy is then decided."""

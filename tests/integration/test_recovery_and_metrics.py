@@ -6,9 +6,13 @@ import asyncio
 import time
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streams.policy import load_policy
 from tests.integration import events as ev
 from tests.integration.harness import (
+    BOOTSTRAP,
     Worker,
     consume_all,
     event_record,
@@ -74,6 +78,24 @@ async def test_tables_recover_after_restart(make_worker) -> None:
     )
     rejections = await consume_all([p + "rejections"], idle=2, timeout=10)
     assert rejections == [], "the task matched before the restart must still validate"
+    # the recovered dedup ids (task, paid order) are tracked for expiry, plus the two new ones
+    assert metric_value(w.metrics(), "livecommerce_dedup_ids") == 4
+
+
+async def test_the_dedup_changelog_forgets_by_itself(make_worker) -> None:
+    """Forgetting an id writes no tombstone: the changelog must delete old segments itself."""
+    w: Worker = make_worker().start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        topic = f"{w.app_id}-processed-event-ids-changelog"
+        wanted = ConfigResource(ConfigResourceType.TOPIC, topic)
+        (resource,) = (await admin.describe_configs([wanted]))[0].resources
+        config = {c[0]: c[1] for c in resource[4]}
+    finally:
+        await admin.close()
+    assert config["cleanup.policy"] == "compact,delete"
+    assert config["retention.ms"] == str(load_policy().dedup_retention_ms)
 
 
 async def test_metrics_equal_what_was_sent(make_worker) -> None:
@@ -128,3 +150,4 @@ async def test_metrics_equal_what_was_sent(make_worker) -> None:
     assert metric_value(m, "livecommerce_event_age_seconds_count", topic="orders") == 2
     assert metric_value(m, "faust_messages_received_total") >= 8
     assert "livecommerce_build_info{" in m
+    assert metric_value(m, "livecommerce_dedup_ids") == 8  # 7 event ids, 1 dead-letter position

@@ -31,6 +31,7 @@ from streams.policy import (
     load_policy,
     needed_keys,
 )
+from tests.unit.shell_fakes import FakeMessage, RecordingEmitter
 
 TOPICS = tuple(INPUTS)  # cart-adds, orders, xingtu-tasks
 VALIDATORS = load_validators(REPO_ROOT / "schemas")
@@ -537,29 +538,12 @@ def test_deeply_nested_invalid_field_raises_decode_error(topic: str) -> None:
             DECODERS[topic](_with_raw_field(e, "event_id", _nested(depth)))
 
 
-class _Emitter:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, dict[str, bytes]]] = []
-
-    async def send(self, topic: str, key: bytes | None, value: bytes | None, **kw: Any) -> None:
-        self.sent.append((topic, key, value, dict(kw.get("headers") or [])))
-
-
-class _Msg:
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
-                 value: bytes, ts_ms: int) -> None:
-        self.topic, self.partition, self.offset = topic, partition, offset
-        self.key, self.value, self.timestamp = key, value, ts_ms / 1000
-        self.headers: list[tuple[str, bytes]] = []
-        self.tp = (topic, partition)
-
-
 async def test_processor_dead_letters_what_the_decoder_chokes_on() -> None:
     """The worker's per-record path (dict tables, a recording emitter) over hostile records:
     nothing raises, and every undecodable record becomes one dead letter with its own bytes."""
     from streams.processor import Processor, Tables, _murmur
 
-    emitter = _Emitter()
+    emitter = RecordingEmitter()
     proc = Processor(
         prefix="p-", partitions=4, policy=POLICY, decoders=DECODERS,
         tables=Tables(tasks={}, charges={}, processed={}), emitter=emitter,  # type: ignore[arg-type]
@@ -574,7 +558,7 @@ async def test_processor_dead_letters_what_the_decoder_chokes_on() -> None:
         else:  # decodable: deliver it on its home partition, as the producer would
             partition = _murmur(DECODERS[topic](value).anchor_id) % 4
         before = len(emitter.sent)
-        await proc.process(_Msg("p-" + topic, partition, offset, key, value, ts))
+        await proc.process(FakeMessage("p-" + topic, partition, offset, key, value, ts))
         if judge(topic, value, ts) == "dead":
             assert len(emitter.sent) == before + 1
             t, k, v, headers = emitter.sent[-1]
