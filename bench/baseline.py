@@ -23,9 +23,8 @@ from bench.kafka import (
     INPUT_TOPICS,
     OUTPUT_TOPICS,
     Backlog,
-    check_outputs,
     create_topics,
-    read_topics,
+    read_outputs,
 )
 from bench.model import Segment, SystemRun
 from streams.codec import DecodeError, Decoder
@@ -211,12 +210,5 @@ async def run_baseline(
     finally:
         await consumer.stop()
         await producer.stop()
-    outputs = await read_topics([prefix + t for t in OUTPUT_TOPICS])
-    run.completeness = check_outputs(
-        outputs,
-        expected,
-        rejections=prefix + "rejections",
-        fees=prefix + "fees",
-        dead=prefix + "dead-letters",
-    )
+    _, run.completeness = await read_outputs(prefix, expected)
     return run

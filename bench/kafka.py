@@ -248,28 +248,46 @@ class OutRecord:
     timestamp_ms: int
 
 
+def committed_reader(*topics: str, bootstrap: str, **config: Any) -> AIOKafkaConsumer:
+    """A consumer outside any group that reads committed records (read_committed) from the start
+    of `topics` (subscribed) or of what it is assigned later; up to 4 MiB per partition per fetch
+    (records of a few MiB; fetch_max_bytes stays aiokafka's 50 MiB). `config` adds or overrides
+    aiokafka options (e.g. security)."""
+    options: dict[str, Any] = {
+        "isolation_level": "read_committed",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "group_id": None,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        **config,
+    }
+    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, **options)
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topics: Sequence[str]
+) -> list[TopicPartition]:
+    """Every partition of `topics`, waiting up to ~10 s for a brand-new topic's metadata."""
+    tps: list[TopicPartition] = []
+    for t in topics:
+        parts = consumer.partitions_for_topic(t)
+        for _ in range(100):
+            if parts:
+                break
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(t)
+            await asyncio.sleep(0.1)
+        tps += [TopicPartition(t, p) for p in sorted(parts or [])]
+    return tps
+
+
 async def read_topics(topics: Sequence[str], *, timeout: float = 120.0) -> list[OutRecord]:
     """Every committed record of `topics` (read_committed), up to the end offsets of now."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
+    consumer = committed_reader(bootstrap=BOOTSTRAP)
     await consumer.start()
     out: list[OutRecord] = []
     try:
-        tps: list[TopicPartition] = []
-        for t in topics:
-            parts = consumer.partitions_for_topic(t)
-            for _ in range(50):
-                if parts:
-                    break
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(t)
-                await asyncio.sleep(0.1)
-            tps += [TopicPartition(t, p) for p in sorted(parts or [])]
+        tps = await topic_partitions(consumer, topics)
         if not tps:
             return out
         consumer.assign(tps)
@@ -359,3 +377,16 @@ def check_outputs(
         duplicated=len(duplicated),
         examples=examples,
     )
+
+
+async def read_outputs(prefix: str, expected: Expected) -> tuple[list[OutRecord], Completeness]:
+    """Every committed output of the run `prefix`, and their comparison with the model."""
+    outputs = await read_topics([prefix + t for t in OUTPUT_TOPICS])
+    completeness = check_outputs(
+        outputs,
+        expected,
+        rejections=prefix + "rejections",
+        fees=prefix + "fees",
+        dead=prefix + "dead-letters",
+    )
+    return outputs, completeness

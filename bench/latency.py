@@ -25,17 +25,16 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from bench.kafka import (
     BOOTSTRAP,
-    OUTPUT_TOPICS,
     Completeness,
     admin_client,
-    check_outputs,
     committed_offsets,
+    committed_reader,
     prepare_backlog,
-    read_topics,
+    read_outputs,
 )
 from bench.run_worker import (
     POLL_S,
@@ -146,14 +145,7 @@ async def _paced_send(
 
 async def _follow(topics: list[str], seen_ms: dict[str, float], stop: asyncio.Event) -> None:
     """Record when each output id becomes visible to a read_committed consumer."""
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=BOOTSTRAP,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
+    consumer = committed_reader(*topics, bootstrap=BOOTSTRAP)
     await consumer.start()
     try:
         while not stop.is_set():
@@ -247,14 +239,7 @@ async def run_latency(
                     await follower
             await backlog.close()
             await worker.stop()
-    outputs = await read_topics([prefix + t for t in OUTPUT_TOPICS])
-    result.completeness = check_outputs(
-        outputs,
-        expected,
-        rejections=prefix + "rejections",
-        fees=prefix + "fees",
-        dead=prefix + "dead-letters",
-    )
+    outputs, result.completeness = await read_outputs(prefix, expected)
     timeline: list[tuple[float, float]] = []  # (send time, decision latency)
     visible: list[float] = []
     for r in outputs:

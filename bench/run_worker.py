@@ -39,13 +39,11 @@ from aiokafka import TopicPartition
 
 from bench.kafka import (
     BROKER,
-    OUTPUT_TOPICS,
     Backlog,
     OutRecord,
     admin_client,
-    check_outputs,
     committed_offsets,
-    read_topics,
+    read_outputs,
 )
 from bench.model import Segment, SystemRun
 from streams.config import REPO_ROOT
@@ -64,6 +62,26 @@ def faust_command() -> list[str]:
     script = Path(sys.executable).with_name("faust")
     head = [str(script)] if script.exists() else [sys.executable, "-m", "faust"]
     return [*head, "-A", "streams", "worker", "-l", "warn"]
+
+
+def worker_env(
+    broker: str, app_id: str, prefix: str, partitions: int, web_port: int, data_dir: Path
+) -> dict[str, str]:
+    """The environment of one worker subprocess: this one's without any STREAMS_ setting, plus
+    the worker's own broker, app id, topic prefix and partitions, web port (on 127.0.0.1) and
+    data dir, unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}
+    env.update(
+        STREAMS_BROKER=broker,
+        STREAMS_APP_ID=app_id,
+        STREAMS_TOPIC_PREFIX=prefix,
+        STREAMS_TOPIC_PARTITIONS=str(partitions),
+        STREAMS_WEB_PORT=str(web_port),
+        STREAMS_WEB_HOST="127.0.0.1",
+        STREAMS_DATA_DIR=str(data_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
@@ -133,16 +151,8 @@ class WorkerProcess:
         return self.proc.pid
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}
-        env.update(
-            STREAMS_BROKER=BROKER,
-            STREAMS_APP_ID=self.app_id,
-            STREAMS_TOPIC_PREFIX=self.prefix,
-            STREAMS_TOPIC_PARTITIONS=str(self.partitions),
-            STREAMS_WEB_PORT=str(self.web_port),
-            STREAMS_WEB_HOST="127.0.0.1",
-            STREAMS_DATA_DIR=str(self.data_dir),
-            PYTHONUNBUFFERED="1",
+        env = worker_env(
+            BROKER, self.app_id, self.prefix, self.partitions, self.web_port, self.data_dir
         )
         if "STREAMS_EVENT_LOOP" in os.environ:  # to compare loops: uvloop (default) / asyncio
             env["STREAMS_EVENT_LOOP"] = os.environ["STREAMS_EVENT_LOOP"]
@@ -452,16 +462,9 @@ async def run_workers(
             if spy is not None and spy.poll() is None:
                 spy.kill()
             await asyncio.gather(*(w.stop() for w in workers))
-    outputs = await read_topics([prefix + t for t in OUTPUT_TOPICS])
+    outputs, run.completeness = await read_outputs(prefix, expected)
     _refine(seg1, outputs, seg2.released_at)
     _refine(seg2, outputs, None)
-    run.completeness = check_outputs(
-        outputs,
-        expected,
-        rejections=prefix + "rejections",
-        fees=prefix + "fees",
-        dead=prefix + "dead-letters",
-    )
     return run, profile
 
 

@@ -12,13 +12,17 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+
+from bench.kafka import committed_reader, topic_partitions
+from bench.run_worker import metric_value as metric_value  # re-exported for the tests
+from bench.run_worker import worker_env
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER = os.environ.get("STREAMS_TEST_BROKER", "kafka://127.0.0.1:9092")
@@ -61,18 +65,10 @@ class Worker:
     starts: int = 0
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}
-        env.update(
-            STREAMS_BROKER=BROKER,
-            STREAMS_APP_ID=self.app_id,
-            STREAMS_TOPIC_PREFIX=self.prefix,
-            STREAMS_TOPIC_PARTITIONS=str(self.partitions),
-            STREAMS_WEB_PORT=str(self.web_port),
-            STREAMS_WEB_HOST="127.0.0.1",
-            STREAMS_DATA_DIR=str(self.data_dir),
-            STREAMS_STORE=self.store,
-            PYTHONUNBUFFERED="1",
+        env = worker_env(
+            BROKER, self.app_id, self.prefix, self.partitions, self.web_port, self.data_dir
         )
+        env["STREAMS_STORE"] = self.store
         if os.environ.get("STREAMS_TRACE_RECORDS"):  # debugging aid, passed through to workers
             env["STREAMS_TRACE_RECORDS"] = os.environ["STREAMS_TRACE_RECORDS"]
         env.update(self.extra_env)
@@ -153,20 +149,15 @@ class Worker:
         return 0
 
 
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include `labels` (0 if absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        metric, _, rest = head.partition("{")
-        if metric != name:
-            continue
-        pairs = dict(p.split("=", 1) for p in rest.rstrip("}").split(",") if "=" in p)
-        if all(pairs.get(k, "").strip('"') == v for k, v in labels.items()):
-            total += float(value)
-    return total
+async def wait_metric(worker: Worker, name: str, want: float, **labels: str) -> None:
+    """Until the worker's metric `name` (summed over samples with `labels`) reaches `want`;
+    AssertionError with the worker's log after 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if metric_value(worker.metrics(), name, **labels) >= want:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{name}{labels} never reached {want}:\n{worker.tail()}")
 
 
 async def produce(
@@ -208,39 +199,29 @@ class Received:
         return orjson.loads(self.value or b"null")
 
 
-async def consume_all(
+async def consume_from(
+    bootstrap: str,
     topics: Sequence[str],
     *,
-    until: Any = None,
-    timeout: float = 60.0,
+    client: dict[str, Any] | None = None,
+    until: Callable[[list[Received]], bool] | None = None,
+    timeout: float = 120.0,
     idle: float = 3.0,
+    stall: float | None = None,
 ) -> list[Received]:
-    """Read committed records of `topics` from the start until `until(records)` holds and the
-    topics stayed idle for `idle` seconds (to catch extra records), or `timeout`."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
+    """Committed records of `topics` on `bootstrap` from the start until `until(records)` holds
+    and nothing new came for `idle` seconds, or `timeout`, or (if `stall` is given) nothing new
+    came for `stall` seconds although `until` fails. `client`: extra aiokafka options (security)."""
+    consumer = committed_reader(bootstrap=bootstrap, **(client or {}))
     await consumer.start()
     out: list[Received] = []
     try:
-        tps = []
-        for t in topics:
-            parts = consumer.partitions_for_topic(t)
-            for _ in range(50):
-                if parts:
-                    break
-                await consumer._client.force_metadata_update()  # topic may be brand new
-                parts = consumer.partitions_for_topic(t)
-                await asyncio.sleep(0.1)
-            tps += [TopicPartition(t, p) for p in sorted(parts or [])]
+        tps = await topic_partitions(consumer, topics)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout
         satisfied_at: float | None = None
+        last_new = time.monotonic()
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=250, max_records=10_000)
             got = 0
@@ -252,14 +233,31 @@ async def consume_all(
                         )
                     )
                     got += 1
+            now = time.monotonic()
+            if got:
+                last_new = now
             if until is None or until(out):
                 if got or satisfied_at is None:
-                    satisfied_at = time.monotonic()
-                elif time.monotonic() - satisfied_at >= idle:
+                    satisfied_at = now
+                elif now - satisfied_at >= idle:
                     break
             else:
                 satisfied_at = None
+                if stall is not None and now - last_new >= stall:
+                    break
     finally:
         with contextlib.suppress(Exception):
             await consumer.stop()
     return out
+
+
+async def consume_all(
+    topics: Sequence[str],
+    *,
+    until: Callable[[list[Received]], bool] | None = None,
+    timeout: float = 60.0,
+    idle: float = 3.0,
+) -> list[Received]:
+    """consume_from on the shared test broker: committed records of `topics` from the start until
+    `until(records)` holds and the topics stayed idle for `idle` seconds, or `timeout`."""
+    return await consume_from(BOOTSTRAP, topics, until=until, timeout=timeout, idle=idle)

@@ -4,8 +4,8 @@ helpers.
 The shared test broker (127.0.0.1:9092) is used by other tests at the same time and must never be
 stopped; tests that take a broker down or change its security start their own with
 deploy/local-kafka/kafka.sh on free ports and a run directory of their own (its data survives a
-stop/start, like a real broker's disks). The helpers below are the harness's produce/consume
-with an explicit bootstrap and client security options.
+stop/start, like a real broker's disks). The helpers below are the harness's produce and lag checks
+with an explicit bootstrap and client security options (consume_from lives in the harness).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from tests.integration.harness import REPO, Received, free_port
+from bench.kafka import topic_partitions
+from tests.integration.harness import REPO, free_port
+from tests.integration.harness import consume_from as consume_from  # its public home was here
 
 KAFKA_SH = REPO / "deploy" / "local-kafka" / "kafka.sh"
 
@@ -166,81 +168,6 @@ async def produce_to(
     return [(m.topic, m.partition, m.offset) for m in metas]
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
-    """Every partition of `topics`, waiting up to ~10 s for a brand-new topic's metadata."""
-    tps = []
-    for t in topics:
-        parts = consumer.partitions_for_topic(t)
-        for _ in range(100):
-            if parts:
-                break
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(t)
-            await asyncio.sleep(0.1)
-        tps += [TopicPartition(t, p) for p in sorted(parts or [])]
-    return tps
-
-
-async def consume_from(
-    bootstrap: str,
-    topics: Sequence[str],
-    *,
-    client: dict[str, Any] | None = None,
-    until: Callable[[list[Received]], bool] | None = None,
-    timeout: float = 120.0,
-    idle: float = 3.0,
-    stall: float | None = None,
-) -> list[Received]:
-    """harness.consume_all with an explicit bootstrap: committed records of `topics` from the
-    start until `until(records)` holds and nothing new came for `idle` seconds, or `timeout`,
-    or (if `stall` is given) nothing new came for `stall` seconds although `until` fails."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        group_id=None,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
-        **(client or {}),
-    )
-    await consumer.start()
-    out: list[Received] = []
-    try:
-        tps = await _partitions(consumer, topics)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout
-        satisfied_at: float | None = None
-        last_new = time.monotonic()
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=250, max_records=10_000)
-            got = 0
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    out.append(
-                        Received(tp.topic, tp.partition, m.offset, m.key, m.value,
-                                 list(m.headers or []))
-                    )
-                    got += 1
-            now = time.monotonic()
-            if got:
-                last_new = now
-            if until is None or until(out):
-                if got or satisfied_at is None:
-                    satisfied_at = now
-                elif now - satisfied_at >= idle:
-                    break
-            else:
-                satisfied_at = None
-                if stall is not None and now - last_new >= stall:
-                    break
-    finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-    return out
-
-
 async def group_lag(
     bootstrap: str,
     group: str,
@@ -255,7 +182,7 @@ async def group_lag(
     await admin.start()
     try:
         await consumer.start()
-        tps = await _partitions(consumer, topics)
+        tps = await topic_partitions(consumer, topics)
         ends = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
         lag = {}

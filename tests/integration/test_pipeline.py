@@ -14,6 +14,7 @@ from tests.integration.harness import (
     metric_value,
     produce,
     unique,
+    wait_metric,
 )
 
 pytestmark = pytest.mark.integration
@@ -26,18 +27,6 @@ def by_id(records: list, field: str) -> dict[str, dict]:
         assert doc[field] not in out, f"{doc[field]} emitted twice"
         out[doc[field]] = doc
     return out
-
-
-async def wait_metric(worker: Worker, name: str, want: float, **labels: str) -> None:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if metric_value(worker.metrics(), name, **labels) >= want:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{name}{labels} never reached {want}:\n{worker.tail()}")
 
 
 @pytest.fixture(scope="module")

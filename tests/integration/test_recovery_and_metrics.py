@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -19,18 +16,10 @@ from tests.integration.harness import (
     metric_value,
     produce,
     unique,
+    wait_metric,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(worker: Worker, name: str, want: float, **labels: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if metric_value(worker.metrics(), name, **labels) >= want:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{name}{labels} never reached {want}:\n{worker.tail()}")
 
 
 async def test_tables_recover_after_restart(make_worker) -> None:
@@ -39,9 +28,9 @@ async def test_tables_recover_after_restart(make_worker) -> None:
     t = ev.task(a, "sku", "xt-r", "2020-09-01T00:00:00+08:00")
     paid = ev.order(a, "sku", "jd", "2020-09-10T00:00:00+08:00", 50_000, task_id="xt-r")
     await produce([event_record(p + "xingtu-tasks", t, ev.ts(t))])
-    await wait_for(w, "livecommerce_events_total", 1, topic="xingtu-tasks", outcome="applied")
+    await wait_metric(w, "livecommerce_events_total", 1, topic="xingtu-tasks", outcome="applied")
     await produce([event_record(p + "orders", paid, ev.ts(paid))])
-    await wait_for(w, "livecommerce_events_total", 1, topic="orders", outcome="accepted")
+    await wait_metric(w, "livecommerce_events_total", 1, topic="orders", outcome="accepted")
     assert w.stop() == 0, w.tail()
 
     # A fresh data directory: the state can only come back from the changelog topics.
@@ -66,8 +55,8 @@ async def test_tables_recover_after_restart(make_worker) -> None:
             event_record(p + "orders", replay, ev.ts(replay)),
         ]
     )
-    await wait_for(w, "livecommerce_events_total", 1, topic="cart-adds", outcome="accepted")
-    await wait_for(w, "livecommerce_events_total", 1, topic="orders", outcome="duplicate")
+    await wait_metric(w, "livecommerce_events_total", 1, topic="cart-adds", outcome="accepted")
+    await wait_metric(w, "livecommerce_events_total", 1, topic="orders", outcome="duplicate")
     fees = await consume_all([p + "fees"], until=lambda rs: len(rs) >= 2)
     got = sorted((f.json()["fee_id"], f.json()["kind"], f.json()["fee_fen"]) for f in fees)
     assert got == sorted(
@@ -113,13 +102,13 @@ async def test_metrics_equal_what_was_sent(make_worker) -> None:
         ev.order(a, "sku", "douyin_shop", "2020-09-10T00:00:00+08:00", 1001, task_id="xt-m"),
     ]
     await produce([event_record(p + "xingtu-tasks", t, ev.ts(t))])
-    await wait_for(w, "livecommerce_events_total", 1, topic="xingtu-tasks", outcome="applied")
+    await wait_metric(w, "livecommerce_events_total", 1, topic="xingtu-tasks", outcome="applied")
     await produce(
         [event_record(p + "cart-adds", c, ev.ts(c)) for c in carts]
         + [event_record(p + "orders", o, ev.ts(o)) for o in orders]
         + [(p + "orders", a.encode(), b"not json", None)]
     )
-    await wait_for(w, "livecommerce_events_total", 3, topic="orders")
+    await wait_metric(w, "livecommerce_events_total", 3, topic="orders")
     m = w.metrics()
     assert metric_value(m, "livecommerce_events_total", topic="cart-adds", outcome="accepted") == 2
     assert metric_value(m, "livecommerce_events_total", topic="cart-adds", outcome="rejected") == 2
