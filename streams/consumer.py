@@ -10,6 +10,9 @@ Two rules keep the answer exact:
   back to it, so a jump between delivered offsets can only be transaction markers;
 * an acknowledgement counts only for a record delivered in its partition's current epoch (a new
   epoch starts at every seek and assignment).
+Changelog partitions are Faust's recovery's to seek; the consumer only tells recovery the truth
+about them: `position()` answers with the first record fetched but not yet applied, and records
+fetched but not handed over are fetched again (see `streams.changelog`).
 Delivery awaits the conductor directly instead of racing every record against the flow-control
 event in new tasks (`Service.wait_first`), which was most of Faust's per-record cost.
 """
@@ -24,10 +27,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from mode.utils.futures import notify
 
+from streams.changelog import ChangelogFlow
 from streams.offsets import OffsetTracker
 from streams.transactions import CheckedCommitProducer
 
 _EPOCH = "lc_epoch"  # attribute set on each delivered ConsumerMessage
+_CL_EPOCH = "lc_changelog_epoch"  # the same for changelog records handed to recovery
 
 
 class ExactConsumer(faust_aiokafka.Consumer):
@@ -35,7 +40,37 @@ class ExactConsumer(faust_aiokafka.Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._offsets = OffsetTracker()
+        self._changelog = ChangelogFlow()
         super().__init__(*args, **kwargs)
+        self._watch_changelog_queue()
+
+    def _watch_changelog_queue(self) -> None:
+        """Learn which changelog records recovery has taken off its queue, and which a flow
+        change cleared from it unapplied (those are fetched again)."""
+        queue: Any = cast(Any, self.app.tables).changelog_queue
+        get, clear = queue.get, queue.clear
+        flow = self._changelog
+
+        async def get_and_note() -> Any:
+            event = await get()
+            message = event.message
+            flow.taken(message.tp, message.offset, getattr(message, _CL_EPOCH, None))
+            return event
+
+        def clear_and_note() -> None:
+            flow.discarded()
+            clear()
+
+        queue.get = get_and_note
+        queue.clear = clear_and_note
+
+    async def position(self, tp: TP) -> int | None:
+        position = await super().position(tp)
+        if not self.app.topics.acks_enabled_for(tp.topic):
+            held = self._changelog.held_back(tp)
+            if held is not None and (position is None or held < position):
+                return held
+        return position
 
     # -- what may be committed --------------------------------------------------------------
 
@@ -87,6 +122,18 @@ class ExactConsumer(faust_aiokafka.Consumer):
         if self.app.topics.acks_enabled_for(partition.topic):
             self._reset(partition, offset)
 
+    async def _seek(self, partition: TP, offset: int) -> None:
+        if not self.app.topics.acks_enabled_for(partition.topic):
+            self._changelog.sought(partition)
+        await super()._seek(partition, offset)
+
+    async def seek_wait(self, partitions: Any) -> None:
+        # how recovery positions changelog partitions
+        for tp in partitions:
+            if not self.app.topics.acks_enabled_for(tp.topic):
+                self._changelog.sought(tp)
+        await super().seek_wait(partitions)
+
     def _reset(self, tp: TP, position: int | None) -> None:
         self._offsets.reset(tp, position)
         self._acked.pop(tp, None)
@@ -107,6 +154,17 @@ class ExactConsumer(faust_aiokafka.Consumer):
         await self._seek(tp, offset)
         self._read_offset[tp] = offset
 
+    async def _refetch_changelogs(self) -> None:
+        """Seek changelog partitions back to records fetched but never applied (dropped when
+        the flow stopped or the partition paused, or cleared from recovery's queue), unless
+        they were sought meanwhile: that seek decides where reading continues."""
+        assigned = self.assignment()
+        for tp, offset in self._changelog.refetch():
+            if tp in assigned:
+                await self._seek(tp, offset)
+            else:
+                self._changelog.sought(tp)
+
     # -- delivery ----------------------------------------------------------------------------
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
@@ -119,17 +177,25 @@ class ExactConsumer(faust_aiokafka.Consumer):
         monitor = self.app.monitor
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
+        changelog = self._changelog
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 records, active = await self._wait_next_records(1.0)
+                if changelog.refetch_due:
+                    await self._refetch_changelogs()
                 if not records or self.should_stop:
                     await asyncio.sleep(0)
                     continue
                 generation = self.app.consumer_generation_id
                 # Only input partitions (acknowledged, committed) are tracked; changelog
-                # partitions read by table recovery are sought by Faust itself and delivered
-                # exactly as Faust delivers them.
+                # partitions read by table recovery are sought by Faust itself; the consumer
+                # notes what it hands to recovery (see streams.changelog).
                 tracked = {tp: acks_enabled_for(tp.topic) for tp in records}
+                cl_epochs = {
+                    tp: changelog.fetched(tp, rs[0].offset)
+                    for tp, rs in records.items()
+                    if not tracked[tp] and rs
+                }
                 # snapshot after making sure each tracked partition has an epoch: a seek or
                 # assignment from here on changes it, and the rest of the batch is stale
                 epochs = {tp: offsets.ensure(tp) if tracked[tp] else None for tp in records}
@@ -143,15 +209,22 @@ class ExactConsumer(faust_aiokafka.Consumer):
                     stop_all = stop_all or not self.flow_active or (
                         self.app.consumer_generation_id != generation
                     )
-                    if stop_all:
-                        if not tracked[tp]:
-                            continue  # as Faust: recovery seeks again after a rebalance
-                        undelivered[tp] = record.offset
-                        continue
                     if not tracked[tp]:
-                        if active is None or tp in active or tp in self._buffered_partitions:
-                            await callback(to_message(tp, record))
-                            read_offset[tp] = record.offset
+                        if changelog.epoch(tp) != cl_epochs[tp]:
+                            continue  # sought since the fetch
+                        if stop_all or not (
+                            active is None or tp in active or tp in self._buffered_partitions
+                        ):
+                            changelog.not_handed(tp, record.offset)
+                            continue
+                        message = to_message(tp, record)
+                        setattr(message, _CL_EPOCH, cl_epochs[tp])
+                        changelog.handing(tp, record.offset)
+                        await callback(message)
+                        read_offset[tp] = record.offset
+                        continue
+                    if stop_all:
+                        undelivered[tp] = record.offset
                         continue
                     if offsets.epoch(tp) != epochs[tp] or not (
                         active is None or tp in active or tp in self._buffered_partitions
@@ -170,6 +243,8 @@ class ExactConsumer(faust_aiokafka.Consumer):
                     read_offset[tp] = record.offset
                 for tp, offset in undelivered.items():
                     await self._rewind(tp, offset, epochs.get(tp))
+                for tp, cl_epoch in cl_epochs.items():
+                    changelog.batch_done(tp, cl_epoch)
                 await asyncio.sleep(0)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
