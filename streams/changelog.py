@@ -31,6 +31,7 @@ class ChangelogFlow:
     def __init__(self) -> None:
         self._parts: dict[Hashable, _Partition] = {}
         self._epochs = 0
+        self._dropped: set[Hashable] = set()  # partitions with a `dropped` offset
 
     def _part(self, tp: Hashable) -> _Partition:
         part = self._parts.get(tp)
@@ -47,6 +48,7 @@ class ChangelogFlow:
         """Reading restarts elsewhere: forget what was on its way (a new epoch, so records of the
         old one taken later do not count)."""
         self._parts.pop(tp, None)
+        self._dropped.discard(tp)
 
     def fetched(self, tp: Hashable, first_offset: int) -> int:
         """A batch for `tp` is about to be handed over; returns the epoch to tag its records."""
@@ -64,9 +66,12 @@ class ChangelogFlow:
     def not_handed(self, tp: Hashable, offset: int) -> None:
         """A fetched record was not handed over (the flow stopped, the partition paused): it
         must be fetched again (`refetch`) unless the partition is sought first."""
-        part = self._part(tp)
+        self._drop(tp, self._part(tp), offset)
+
+    def _drop(self, tp: Hashable, part: _Partition, offset: int) -> None:
         if part.dropped is None or offset < part.dropped:
             part.dropped = offset
+        self._dropped.add(tp)
 
     def batch_done(self, tp: Hashable, epoch: int) -> None:
         part = self._parts.get(tp)
@@ -75,20 +80,24 @@ class ChangelogFlow:
 
     def discarded(self) -> None:
         """Recovery's queue was cleared: what was queued was never applied."""
-        for part in self._parts.values():
+        for tp, part in self._parts.items():
             if part.queued:
                 first = part.queued[0]
                 part.queued.clear()
-                if part.dropped is None or first < part.dropped:
-                    part.dropped = first
+                self._drop(tp, part, first)
 
     @property
     def refetch_due(self) -> bool:
-        return any(part.dropped is not None for part in self._parts.values())
+        return bool(self._dropped)  # checked after every fetch: no scan
 
     def refetch(self) -> list[tuple[Hashable, int]]:
         """(partition, offset) to seek back to; the seek makes the partition `sought`."""
-        return [(tp, p.dropped) for tp, p in self._parts.items() if p.dropped is not None]
+        out = []
+        for tp in self._dropped:
+            dropped = self._parts[tp].dropped
+            if dropped is not None:
+                out.append((tp, dropped))
+        return out
 
     def taken(self, tp: Hashable, offset: int, epoch: int | None) -> None:
         """Recovery took the record at `offset` off its queue."""

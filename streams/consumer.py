@@ -64,9 +64,13 @@ class ExactConsumer(faust_aiokafka.Consumer):
         queue.get = get_and_note
         queue.clear = clear_and_note
 
+    def _is_changelog(self, tp: TP) -> bool:
+        # input partitions are acknowledged and committed; table changelogs are not
+        return not self.app.topics.acks_enabled_for(tp.topic)
+
     async def position(self, tp: TP) -> int | None:
         position = await super().position(tp)
-        if not self.app.topics.acks_enabled_for(tp.topic):
+        if self._is_changelog(tp):
             held = self._changelog.held_back(tp)
             if held is not None and (position is None or held < position):
                 return held
@@ -123,14 +127,14 @@ class ExactConsumer(faust_aiokafka.Consumer):
             self._reset(partition, offset)
 
     async def _seek(self, partition: TP, offset: int) -> None:
-        if not self.app.topics.acks_enabled_for(partition.topic):
+        if self._is_changelog(partition):
             self._changelog.sought(partition)
         await super()._seek(partition, offset)
 
     async def seek_wait(self, partitions: Any) -> None:
         # how recovery positions changelog partitions
         for tp in partitions:
-            if not self.app.topics.acks_enabled_for(tp.topic):
+            if self._is_changelog(tp):
                 self._changelog.sought(tp)
         await super().seek_wait(partitions)
 

@@ -54,6 +54,11 @@ class Expiry:
         self._heap = heap
         return drop
 
+    def any_due(self, now_ms: int) -> bool:
+        """Cheap enough for every record: is the oldest remembered id due?"""
+        heap = self._heap
+        return bool(heap) and now_ms - heap[0][0] >= self.retention_ms
+
     def due(self, now_ms: int, limit: int = DEFAULT_LIMIT) -> list[tuple[str, int]]:
         """Remove and return up to `limit` (key, first decided) entries whose retention has
         passed, oldest first."""

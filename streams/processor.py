@@ -160,7 +160,8 @@ class Processor:
         now_ms = int(self.clock() * 1000)
         if self._expiry_stale:
             self._rebuild_expiry(now_ms)
-        self._forget_due(now_ms)
+        if self.expiry.any_due(now_ms):
+            self._forget_due(now_ms)
         topic = self.short[msg.topic]
         try:
             event = self.decoders[msg.topic](msg.value)
@@ -200,7 +201,7 @@ class Processor:
         if self.trace:
             _trace(msg, f"{event.event_id} {decision.outcome}")
         metrics.child(metrics.EVENT_AGE_SECONDS, topic).observe(
-            max(0.0, time.time() - decision.t_ms / 1000)
+            max(0.0, (now_ms - decision.t_ms) / 1000)
         )
         metrics.child(metrics.PROCESSING_SECONDS, topic).observe(time.perf_counter() - started)
 
@@ -267,8 +268,6 @@ class Processor:
 
     def _forget_due(self, now_ms: int) -> None:
         due = self.expiry.due(now_ms)
-        if not due:
-            return
         store = self._dedup_store()
         for key, seen_ms in due:
             if store.get(key) == seen_ms:

@@ -117,3 +117,11 @@ def test_held_back_never_passes_a_record_recovery_has_not_taken(
             assert held is not None and held <= min(waiting)
         elif epoch is None:
             assert held is None
+
+
+def test_a_record_dropped_at_offset_zero_is_fetched_again() -> None:
+    f = ChangelogFlow()
+    epoch = f.fetched(TP, 0)
+    f.not_handed(TP, 0)
+    f.batch_done(TP, epoch)
+    assert f.refetch() == [(TP, 0)] and f.held_back(TP) == 0
