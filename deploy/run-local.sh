@@ -35,10 +35,18 @@ pids+=($!)
 # The demo producer waits for the worker to create the topics, then sends a steady trickle in
 # short rounds: each round sends its Xingtu tasks first, then cart-adds and orders, so sales
 # start flowing within seconds rather than after a long tasks phase.
+# A stop signal goes on to the running round and ends the loop: a round started after it would
+# outlive the broker and retry against it forever.
 (
+  child=""
+  trap 'if [[ -n "$child" ]]; then kill -TERM "$child" 2>/dev/null; wait "$child"; fi; exit 0' \
+    INT TERM
   while true; do
     .venv/bin/python -m streams.loadgen --rate "${DEMO_RATE:-50}" --duration "${DEMO_ROUND:-120}" \
-      --seed "$RANDOM" || exit
+      --seed "$RANDOM" &
+    child=$!
+    wait "$child" || exit 0
+    child=""
   done
 ) &
 pids+=($!)

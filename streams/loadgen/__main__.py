@@ -130,6 +130,8 @@ async def _run(args: argparse.Namespace, planned: list[Planned], generated_s: fl
         print(f"loadgen: cannot send to {args.broker}: {exc}", file=sys.stderr)
         return 1
     print(summary(stats, generated_s=generated_s), flush=True)
+    if stats.interrupted:
+        return 130  # as the shell reports a Ctrl-C: a loop around loadgen stops too
     return 1 if stats.errors else 0
 
 
