@@ -1,5 +1,6 @@
 """`python -m bench`: throughput of the raw aiokafka loop, one worker and two workers over the
-same backlog, then decision latency at half the worker's throughput. See bench/README.md."""
+same backlog (one phase: Xingtu tasks, cart-adds and orders together), then decision latency at
+half the worker's throughput. See bench/README.md."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from bench.run_worker import Profile, run_workers
 from streams.codec import load_validators
 from streams.config import REPO_ROOT
 from streams.loadgen.expected import Expected, expected_outputs
-from streams.loadgen.generate import generate, phases
+from streams.loadgen.generate import ARRIVAL_ORDERS, TASKS, Planned, generate
 from streams.policy import load_policy
 
 
@@ -43,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="repetitions of each system")
     p.add_argument("--seed", type=int, default=2020, help="load generator seed")
     p.add_argument("--malformed-share", type=float, default=0.01, help="share of broken records")
+    p.add_argument(
+        "--arrival", choices=ARRIVAL_ORDERS, default="interleaved",
+        help="produce order of the backlog: all records by timestamp (default), or every task "
+        "before / after every sale; the expected outputs are the same (the merge over the logs)",
+    )
     p.add_argument("--skip-scaling", action="store_true", help="no 2-worker runs")
     p.add_argument(
         "--latency-seconds", type=float, default=20.0, help="length of the latency run (0: none)"
@@ -53,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     p.add_argument("--profile", action="store_true",
-                   help="py-spy the first worker run's phase 2 (collapsed stacks next to the JSON)")
+                   help="py-spy the first worker run (collapsed stacks next to the JSON)")
     p.add_argument("--keep-topics", action="store_true", help="do not delete the run's topics")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per measured run")
     args = p.parse_args(argv)
@@ -69,7 +75,7 @@ def say(msg: str) -> None:
 async def _measure(
     system: str,
     prefix: str,
-    phases_: list[Any],
+    planned: list[Planned],
     expected: Expected,
     args: argparse.Namespace,
     *,
@@ -80,10 +86,10 @@ async def _measure(
 ) -> tuple[SystemRun, Profile | None]:
     backlog: Backlog | None = None
     profile: Profile | None = None
-    n_events = sum(len(p) for p in phases_)
+    n_events = len(planned)
     try:
         backlog = await prepare_backlog(
-            prefix, args.partitions, phases_, held=system == "baseline"
+            prefix, args.partitions, [planned], held=system == "baseline"
         )
         if system == "baseline":
             run = await run_baseline(
@@ -123,6 +129,7 @@ async def main(args: argparse.Namespace) -> int:
         "repeat": args.repeat,
         "seed": args.seed,
         "malformed_share": args.malformed_share,
+        "arrival": args.arrival,
         "skip_scaling": args.skip_scaling,
         "latency_seconds": args.latency_seconds,
         "latency_rate": args.latency_rate or "half the median worker throughput",
@@ -131,13 +138,15 @@ async def main(args: argparse.Namespace) -> int:
         "worker": "faust -A streams worker -l warn (exactly_once, rocksdb, commit interval 1 s)",
     }
     say(f"generating {args.events:,} events (seed {args.seed}) and the expected outputs")
-    planned = generate(args.events, seed=args.seed, malformed_share=args.malformed_share)
-    p1, p2 = phases(planned)
-    expected = expected_outputs(p1 + p2)
+    planned = generate(
+        args.events, seed=args.seed, malformed_share=args.malformed_share, arrival=args.arrival
+    )
+    expected = expected_outputs(planned, partitions=args.partitions)
+    n_tasks = sum(p.topic == TASKS for p in planned)
     say(
-        f"phase 1: {len(p1):,} tasks; phase 2: {len(p2):,} cart-adds and orders; expected "
-        f"{len(expected.rejection_ids):,} rejections, {len(expected.fee_ids):,} fees, "
-        f"{expected.dead_letters:,} dead letters"
+        f"one phase, {args.arrival}: {n_tasks:,} tasks, {len(planned) - n_tasks:,} cart-adds and "
+        f"orders; expected {len(expected.rejection_ids):,} rejections, "
+        f"{len(expected.fee_ids):,} fees, {expected.dead_letters:,} dead letters"
     )
     ctx = {
         "policy": load_policy(),
@@ -160,7 +169,7 @@ async def main(args: argparse.Namespace) -> int:
                     profile_to = args.out / f"{stamp}-worker-profile.txt"
                 say(f"repetition {rep}/{args.repeat}: {system} ...")
                 run, prof = await _measure(
-                    system, prefix, [p1, p2], expected, args,
+                    system, prefix, planned, expected, args,
                     repetition=rep, work_dir=work_dir, ctx=ctx, profile_to=profile_to,
                 )
                 profile = profile or prof
@@ -231,7 +240,7 @@ async def main(args: argparse.Namespace) -> int:
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     print(table(runs, latency, s, params, mach))
     if profile and profile.top_self:
-        print("\nworker profile (py-spy, phase 2), top self time:")
+        print("\nworker profile (py-spy), top self time:")
         for name, pct in profile.top_self[:15]:
             print(f"  {pct:5.1f} %  {name}")
     print(f"\nresults: {path}")

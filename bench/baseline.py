@@ -2,20 +2,30 @@
 
 One consumer (getmany, manual commits), the worker's decoding (`streams.codec.Decoder`), the same
 routing and dedup, `streams.policy.decide` over plain dicts (as the reference model keeps them),
-orjson, one producer (acks=all, linger 5 ms). After each getmany batch it awaits every send and
-commits the batch's offsets, so when it stops, every output is acked and every offset committed.
-No metrics, no tables with changelogs, no transactions: the lean loop a person would write.
+orjson, one producer (acks=all, linger 5 ms). No metrics, no tables with changelogs, no
+transactions: the lean loop a person would write.
+
+Order: the contract's. Fetched records are buffered per input partition; for each partition
+number the loop repeatedly takes, of the three topics' buffered heads, the one with the smallest
+(timestamp, topic rank, offset) (tasks, cart-adds, orders), but only while none of the three input
+partitions is empty in the buffer and still short of its loaded end (`Backlog.targets`, known
+from the loader's acks): the worker's idle rule for a backlog that is entirely on the broker. A
+partition that has reached its end no longer blocks (a record rerouted into it later is taken when
+it arrives). That gives the reference model's order exactly, whatever the fetch sizes. After each
+getmany it awaits every send and commits the offsets after the records it decided (not merely
+fetched), so when it stops, every output is acked and every offset committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from functools import lru_cache
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from bench.kafka import (
@@ -125,28 +135,86 @@ class RawLoop:
         return fut
 
 
+class _Merge:
+    """Per-input-partition buffers and the timestamp merge of each partition number's three."""
+
+    def __init__(self, prefix: str, partitions: int, targets: dict[TopicPartition, int]) -> None:
+        # groups[p]: the partition number's input partitions in topic rank order.
+        self.groups = [
+            [TopicPartition(prefix + t, p) for t in INPUT_TOPICS] for p in range(partitions)
+        ]
+        self.buffers: dict[TopicPartition, deque[Any]] = {
+            tp: deque() for group in self.groups for tp in group
+        }
+        self.fetched: dict[TopicPartition, int] = dict.fromkeys(self.buffers, 0)
+        self.targets = targets
+        self.decided: dict[TopicPartition, int] = {}
+
+    def add(self, tp: TopicPartition, msgs: list[Any]) -> None:
+        if msgs:
+            self.buffers[tp].extend(msgs)
+            self.fetched[tp] = msgs[-1].offset + 1
+
+    def ready(self) -> list[Any]:
+        """Every record that may be decided now, in decision order (see the module doc)."""
+        out: list[Any] = []
+        for group in self.groups:
+            bufs = [self.buffers[tp] for tp in group]
+            # An input partition fetched short of its loaded end blocks the group while its
+            # buffer is empty (nothing is fetched during this call, so this holds throughout).
+            blocked = [self.fetched[tp] < self.targets.get(tp, 0) for tp in group]
+            while True:
+                best = -1
+                best_key: tuple[int, int, int] | None = None
+                stop = False
+                for rank, buf in enumerate(bufs):
+                    if not buf:
+                        if blocked[rank]:
+                            stop = True
+                            break
+                        continue
+                    head = buf[0]
+                    key = (head.timestamp, rank, head.offset)
+                    if best_key is None or key < best_key:
+                        best, best_key = rank, key
+                if stop or best < 0:
+                    break
+                msg = bufs[best].popleft()
+                out.append(msg)
+                self.decided[group[best]] = msg.offset + 1
+        return out
+
+
 async def _segment(
-    consumer: AIOKafkaConsumer, loop: RawLoop, records: int, released_at: float
+    consumer: AIOKafkaConsumer,
+    loop: RawLoop,
+    merge: _Merge,
+    records: int,
+    released_at: float,
 ) -> Segment:
-    """Consume until `records` (plus whatever was rerouted) are handled, acked and committed."""
+    """Consume until `records` (plus whatever was rerouted) are decided, acked and committed."""
     first: float | None = None
     cpu = time.process_time()
     consumed = 0
     rerouted_before = loop.rerouted
+    committed: dict[TopicPartition, int] = {}
     while consumed < records + (loop.rerouted - rerouted_before):
         batch = await consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
         if not batch:
             continue
         if first is None:
             first = time.time()
+        for tp, msgs in batch.items():
+            merge.add(tp, msgs)
         futs: list[asyncio.Future[Any]] = []
-        for msgs in batch.values():
-            for msg in msgs:
-                await loop.handle(msg, futs)
-            consumed += len(msgs)
+        for msg in merge.ready():
+            await loop.handle(msg, futs)
+            consumed += 1
         if futs:
             await asyncio.gather(*futs)
-        await consumer.commit()
+        if merge.decided != committed:
+            await consumer.commit(dict(merge.decided))
+            committed = dict(merge.decided)
     done = time.time()
     cpu = time.process_time() - cpu
     return Segment(records, released_at, first if first is not None else done, done, cpu)
@@ -163,8 +231,8 @@ async def run_baseline(
 ) -> SystemRun:
     """Measure the raw loop over a held `backlog`; outputs go to `<prefix><output>`.
 
-    The backlog is held (each phase a committed transaction away), so the loop starts on a full
-    queue and nothing else runs in this process while it works.
+    The backlog (one phase: tasks, cart-adds and orders) is held, one committed transaction away,
+    so the loop starts on a full queue and nothing else runs in this process while it works.
     """
     if not backlog.held:
         raise ValueError("the baseline runs in the bench's process: give it a held backlog")
@@ -178,7 +246,7 @@ async def run_baseline(
         group_id=f"{prefix}baseline",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        # Sees each phase only once the bench releases it (as the worker's EOS consumer does).
+        # Sees the backlog only once the bench releases it (as the worker's EOS consumer does).
         isolation_level="read_committed",
     )
     started = time.time()
@@ -198,10 +266,11 @@ async def run_baseline(
             if time.time() - started > 60:
                 raise TimeoutError("the baseline consumer got no full assignment within 60 s")
         run.startup_seconds = time.time() - started
-        for k in range(len(backlog.phases)):
+        merge = _Merge(prefix, backlog.partitions, dict(backlog.targets))
+        for k in range(len(backlog.phases)):  # one phase
             released = await backlog.release(k)
             seg = await asyncio.wait_for(
-                _segment(consumer, loop, backlog.records(k), released), timeout
+                _segment(consumer, loop, merge, backlog.records(k), released), timeout
             )
             run.segments.append(seg)
         run.load_seconds = dict(backlog.load_seconds)

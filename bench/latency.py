@@ -1,7 +1,8 @@
 """Decision latency of one worker at a fixed offered rate (half its measured maximum).
 
 Fresh events (another seed, dated after the October 2020 cart ban so that many of them yield a
-rejection or a fee) are produced at a steady rate while the worker runs. For every output:
+rejection or a fee; Xingtu tasks, cart-adds and orders in one plan, interleaved in timestamp
+order) are produced at a steady rate while the worker runs. For every output:
 
   decision latency = output CreateTime (the worker's producer stamps it when it sends the output)
                      - the wall-clock time the bench handed the input to its producer.
@@ -29,11 +30,12 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from bench.kafka import (
     BOOTSTRAP,
+    INPUT_TOPICS,
     Completeness,
     admin_client,
     committed_offsets,
     committed_reader,
-    prepare_backlog,
+    create_topics,
     read_outputs,
 )
 from bench.run_worker import (
@@ -41,10 +43,9 @@ from bench.run_worker import (
     WorkerProcess,
     histogram,
     histogram_quantile,
-    metric_value,
 )
 from streams.loadgen.expected import expected_outputs
-from streams.loadgen.generate import DEFAULT_END, generate, phases
+from streams.loadgen.generate import DEFAULT_END, generate
 
 LATENCY_START = "2020-10-10T00:00:00+08:00"
 
@@ -171,15 +172,13 @@ async def run_latency(
     work_dir: Path,
     timeout: float = 600.0,
 ) -> LatencyResult:
-    """One worker, phase 1 (tasks) decided first, then phase 2 offered at `rate` for ~`seconds`."""
+    """One worker, the whole plan (tasks and sales interleaved) offered at `rate` for ~`seconds`."""
     rate = max(rate, 1.0)
-    n_sales = max(20, int(rate * seconds))
-    n = math.ceil(n_sales / 0.9) + 10
+    n = max(20, int(rate * seconds))
     planned = generate(n, seed=seed, start=LATENCY_START, end=DEFAULT_END)
-    p1, p2 = phases(planned)
-    expected = expected_outputs(p1 + p2)
-    result = LatencyResult(rate, seconds, len(p2))
-    backlog = await prepare_backlog(prefix, partitions, [p1], held=False)
+    expected = expected_outputs(planned, partitions=partitions)
+    result = LatencyResult(rate, seconds, len(planned))
+    await create_topics([prefix + t for t in INPUT_TOPICS], partitions)
     app_id = f"{prefix}app"
     worker = WorkerProcess(app_id, prefix, partitions, work_dir / f"{app_id}-0")
     follower: asyncio.Task[None] | None = None
@@ -190,14 +189,7 @@ async def run_latency(
         try:
             worker.start()
             await worker.wait_ready(session)
-            await backlog.release(0)
             deadline = time.monotonic() + timeout
-            while metric_value(
-                await worker.metrics(session), "livecommerce_events_total", topic="xingtu-tasks"
-            ) < len(p1):
-                if time.monotonic() > deadline or not worker.alive():
-                    raise TimeoutError(f"latency phase 1 not decided:\n{worker.tail()}")
-                await asyncio.sleep(POLL_S)
             before = histogram(await worker.metrics(session), "livecommerce_processing_seconds")
             follower = asyncio.create_task(
                 _follow([prefix + "rejections", prefix + "fees"], seen_ms, stop)
@@ -205,11 +197,11 @@ async def run_latency(
             await asyncio.sleep(1.0)  # the follower is assigned and at the (empty) end
             cpu0, wall0 = worker.cpu_seconds(), time.time()
             bound = [
-                _Prefixed(prefix + p.topic, p.key, p.value, p.timestamp_ms, p.event) for p in p2
+                _Prefixed(prefix + p.topic, p.key, p.value, p.timestamp_ms, p.event)
+                for p in planned
             ]
             result.send_seconds, targets = await _paced_send(bound, rate, sent_ms)
-            result.achieved_rate = len(p2) / max(result.send_seconds, 1e-9)
-            targets = {**backlog.targets, **targets}
+            result.achieved_rate = len(planned) / max(result.send_seconds, 1e-9)
             admin = await admin_client()
             try:
                 while True:
@@ -217,7 +209,7 @@ async def run_latency(
                     if all(committed.get(tp, -1) >= off for tp, off in targets.items()):
                         break
                     if time.monotonic() > deadline or not worker.alive():
-                        raise TimeoutError(f"latency phase 2 not committed:\n{worker.tail()}")
+                        raise TimeoutError(f"latency run not committed:\n{worker.tail()}")
                     await asyncio.sleep(POLL_S)
             finally:
                 await admin.close()
@@ -237,7 +229,6 @@ async def run_latency(
             if follower is not None:
                 with contextlib.suppress(Exception):
                     await follower
-            await backlog.close()
             await worker.stop()
     outputs, result.completeness = await read_outputs(prefix, expected)
     timeline: list[tuple[float, float]] = []  # (send time, decision latency)
@@ -248,7 +239,7 @@ async def run_latency(
         event_id = orjson.loads(r.value or b"{}").get("event_id")
         sent = sent_ms.get(event_id)
         if sent is None:
-            continue  # a phase-1 output
+            continue  # not an output of a planned event (none expected)
         timeline.append((sent, r.timestamp_ms - sent))
         if event_id in seen_ms:
             visible.append(seen_ms[event_id] - sent)

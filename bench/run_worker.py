@@ -1,22 +1,21 @@
 """The real worker (`faust -A streams worker -l warn`) as subprocesses, measured from outside.
 
 The workers start on empty input topics; once every one is ready (assigned, recovered, not
-rebalancing) the bench produces phase 1 (the tasks) and, as soon as all are decided, phase 2,
-each as fast as the producer goes (about 100k records/s here, so the workers have a backlog
-from the first second). The phases are not held back in open transactions as for the baseline:
-a consumer reading uncommitted records would see them early (see bench/README.md).
+rebalancing) the bench produces the whole plan (one phase: Xingtu tasks, cart-adds and orders in
+the plan's arrival order, interleaved by default) as fast as the producer goes (about 100k
+records/s here, so the workers have a backlog from the first second). It is not held back in an
+open transaction as for the baseline: a consumer reading uncommitted records would see it early
+(see bench/README.md).
 
-Timing, per phase:
+Timing:
   * start: the first consumed record: the earlier of the first scrape (every 100 ms) showing
-    `faust_messages_received_total` grow, and the earliest CreateTime among the phase's outputs
+    `faust_messages_received_total` grow, and the earliest CreateTime among the run's outputs
     (stamped by the worker's producer when it sends), so a scrape stuck behind a busy event loop
     cannot shorten the measurement.
-  * end of phase 1 (tasks only): every task decided (`livecommerce_events_total` for the tasks
-    topic reaches the phase's count); phase 2 is produced right then.
-  * end of phase 2: the consumer group's committed offsets, read from the broker every 100 ms,
-    cover every loaded record of every input partition. The worker flushes its producer before
-    it commits offsets (with exactly-once, outputs and offsets commit in one transaction), so
-    this is "last output acked and offsets committed".
+  * end: the consumer group's committed offsets, read from the broker every 100 ms, cover every
+    loaded record of every input partition. The worker flushes its producer before it commits
+    offsets (with exactly-once, outputs and offsets commit in one transaction), so this is
+    "last output acked and offsets committed".
 Outputs are then read with read_committed and compared by id with the reference model.
 """
 
@@ -249,7 +248,7 @@ async def _first_consumed(
             return time.time()
         _check_alive(workers)
         await asyncio.sleep(POLL_S)
-    raise TimeoutError("the worker consumed nothing after the phase was released")
+    raise TimeoutError("the worker consumed nothing after the backlog was released")
 
 
 def _check_alive(workers: Sequence[WorkerProcess]) -> None:
@@ -279,37 +278,17 @@ async def _release(
     return released, first
 
 
-async def _phase1(
-    session: aiohttp.ClientSession,
-    workers: Sequence[WorkerProcess],
-    backlog: Backlog,
-    deadline: float,
-) -> Segment:
-    """Release the tasks; done when every one of them is decided."""
-    records = backlog.records(0)
-    cpu = sum(w.cpu_seconds() for w in workers)
-    released, first = await _release(session, workers, backlog, 0, deadline)
-    while time.monotonic() < deadline:
-        texts = await scrape(session, workers)
-        if _sum(texts, "livecommerce_events_total", topic="xingtu-tasks") >= records:
-            cpu = sum(w.cpu_seconds() for w in workers) - cpu
-            return Segment(records, released, first, time.time(), cpu)
-        _check_alive(workers)
-        await asyncio.sleep(POLL_S)
-    raise TimeoutError("phase 1 not decided in time")
-
-
-async def _phase2(
+async def _measure_backlog(
     session: aiohttp.ClientSession,
     workers: Sequence[WorkerProcess],
     backlog: Backlog,
     group: str,
     deadline: float,
 ) -> Segment:
-    """Release the sales; done when the group's offsets cover every loaded record."""
-    records = backlog.records(1)
+    """Release the plan; done when the group's offsets cover every loaded record."""
+    records = backlog.records(0)
     cpu = sum(w.cpu_seconds() for w in workers)
-    released, first = await _release(session, workers, backlog, 1, deadline)
+    released, first = await _release(session, workers, backlog, 0, deadline)
     admin = await admin_client()
     try:
         targets = dict(backlog.targets)
@@ -341,21 +320,21 @@ async def _phase2(
             await asyncio.sleep(POLL_S)
     finally:
         await admin.close()
-    raise TimeoutError("phase 2 not committed in time")
+    raise TimeoutError("the backlog was not committed in time")
 
 
-def _refine(seg: Segment, outputs: Sequence[OutRecord], until: float | None) -> None:
-    """Use the earliest output CreateTime of the phase if it precedes the first scrape."""
+def _refine(seg: Segment, outputs: Sequence[OutRecord]) -> None:
+    """Use the earliest output CreateTime of the run if it precedes the first scrape."""
     lo = seg.released_at * 1000
-    hi = until * 1000 if until is not None else float("inf")
-    stamps = [r.timestamp_ms for r in outputs if lo <= r.timestamp_ms < hi]
+    stamps = [r.timestamp_ms for r in outputs if lo <= r.timestamp_ms]
     if stamps:
         seg.first_consumed_at = min(seg.first_consumed_at, min(stamps) / 1000)
 
 
 @dataclass
 class Profile:
-    """py-spy's collapsed stacks of one worker during phase 2, and what it ran most."""
+    """py-spy's collapsed stacks of one worker while it works through the backlog, and what it
+    ran most."""
 
     path: Path
     samples: int = 0
@@ -436,16 +415,15 @@ async def run_workers(
                 await asyncio.gather(*(w.wait_ready(session) for w in workers))
             run.startup_seconds = time.time() - started
             deadline = time.monotonic() + timeout
-            seg1 = await _phase1(session, workers, backlog, deadline)
             if profile_to is not None:
                 spy = _start_py_spy(workers[0].pid, profile_to)
-            seg2 = await _phase2(session, workers, backlog, app_id, deadline)
+            seg = await _measure_backlog(session, workers, backlog, app_id, deadline)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 await asyncio.to_thread(spy.wait, 30)
                 if profile_to is not None and profile_to.exists():
                     profile = summarize_profile(profile_to)
-            run.segments = [seg1, seg2]
+            run.segments = [seg]
             run.load_seconds = dict(backlog.load_seconds)
             run.peak_rss_kib = [w.peak_rss_kib() for w in workers]
             texts = await scrape(session, workers)
@@ -463,8 +441,7 @@ async def run_workers(
                 spy.kill()
             await asyncio.gather(*(w.stop() for w in workers))
     outputs, run.completeness = await read_outputs(prefix, expected)
-    _refine(seg1, outputs, seg2.released_at)
-    _refine(seg2, outputs, None)
+    _refine(seg, outputs)
     return run, profile
 
 

@@ -2,6 +2,11 @@
 
     python -m streams.loadgen --rate 200 --count 10000        # the demo beside `make run`
     python -m streams.loadgen --rate 0 --count 50000 --quiet  # as fast as the broker takes it
+    python -m streams.loadgen --arrival tasks-last             # Xingtu tasks after the sales
+
+One plan, no phases: Xingtu tasks, cart-adds and orders are produced in the order `--arrival`
+names (default `interleaved`: all records in record-timestamp order; `tasks-first` /
+`tasks-last`: every task before / after every sale). Record timestamps do not depend on it.
 
 Progress goes to stderr once a second, the summary to stdout. Exit 0 on success (also after a
 clean Ctrl-C), 1 if any send failed or the broker or topics could not be reached.
@@ -19,7 +24,7 @@ from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError
 
-from streams.loadgen.generate import TOPICS, Planned, generate
+from streams.loadgen.generate import ARRIVAL_ORDERS, TOPICS, Planned, generate
 from streams.loadgen.send import Stats, TopicsMissing, send_planned
 
 
@@ -47,7 +52,7 @@ def _share(s: str) -> float:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m streams.loadgen",
-        description="Produce seeded cart-adds, orders and Xingtu tasks (all tasks first) to Kafka.",
+        description="Produce seeded Xingtu tasks, cart-adds and orders to Kafka, in one plan.",
     )
     p.add_argument(
         "--broker",
@@ -79,6 +84,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--anchors", type=_positive_int, default=200, help="streamers (default %(default)s)"
+    )
+    p.add_argument(
+        "--arrival",
+        choices=ARRIVAL_ORDERS,
+        default="interleaved",
+        help="produce order: all records by timestamp, or every task before / after every sale "
+        "(timestamps are the same; default %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
     args = p.parse_args(argv)
@@ -144,11 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             malformed_share=args.malformed_share,
             anchors=args.anchors,
+            arrival=args.arrival,
         )
         generated_s = time.monotonic() - started
         if not args.quiet:
             print(
-                f"loadgen: {len(planned)} events planned (seed {args.seed}) in "
+                f"loadgen: {len(planned)} events planned (seed {args.seed}, {args.arrival}) in "
                 f"{generated_s:.2f} s; sending to {args.broker} prefix {args.prefix!r} at "
                 + (f"{args.rate:g}/s" if args.rate else "full speed"),
                 file=sys.stderr,

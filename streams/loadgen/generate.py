@@ -4,9 +4,23 @@ Everything is decided by `random.Random(seed)`, so a run can be replayed exactly
 outputs computed offline (see `expected.py`). Events are built as dicts and serialised with
 orjson: 200k records take a couple of seconds.
 
-Layout of the returned list: phase 1 is every xingtu-tasks record (sorted by time), phase 2 the
-cart-adds and orders interleaved in time order. Tasks therefore reach the worker before the sales
-that use them, and every use happens after its task's match.
+One plan, one phase: the returned list is the order in which the records are to be produced
+(`send_planned` keeps it within every topic-partition, so it is each partition's log order).
+`arrival` chooses that order; the records, their keys and their timestamps (CreateTime = the
+event's `occurred_at`, a few deliberately later) are the same whatever it is:
+
+* `interleaved` (default): every record in record-timestamp order, ties broken as the worker's
+  merge does (xingtu-tasks, then cart-adds, then orders, then generation order). A worker that
+  merges its three input partitions by timestamp then decides live traffic in the same order as a
+  backlog: nothing it has not yet received is older than what it has.
+* `tasks-first`: every xingtu-tasks record, then the cart-adds and orders, each part in that order.
+* `tasks-last`: the cart-adds and orders, then every xingtu-tasks record: a task reaches the log
+  after sales that happened later in event time. Only a worker that finds the tasks already in
+  the log (a backlog) can still decide those sales after their task.
+
+Within one topic the three orders are the same list, so each topic-partition's log is identical
+and a backlog must give identical outputs (see `expected.py`). Every use of a task happens after
+its match in event time, and every refund after its paid order's record timestamp.
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ LIVE_SHARE = 0.85  # the rest are short_video
 TASK_EVENT_SHARE = 0.10  # xingtu-tasks records among valid events
 CANCEL_SHARE = 0.20  # tasks later cancelled
 REMATCH_SHARE = 0.25  # cancelled tasks matched again later
-CART_ADD_SHARE = 0.45  # of phase-2 events; the rest are orders
+CART_ADD_SHARE = 0.45  # of sales events; the rest are orders
 REFUND_SHARE = 0.18  # of orders: refunds of earlier paid orders
 VALID_TASK_SHARE = 0.35  # sales carrying a task matched to their anchor and product
 WRONG_TASK_SHARE = 0.10  # sales carrying a real task of another anchor or product
@@ -112,12 +126,24 @@ class _Paid:
     remaining: int
 
 
-def phases(planned: list[Planned]) -> tuple[list[Planned], list[Planned]]:
-    """(xingtu-tasks records, everything else), each in list order: send and settle the first
-    before the second so that no sale is judged before the tasks it names are known."""
-    first = [p for p in planned if p.topic == TASKS]
-    second = [p for p in planned if p.topic != TASKS]
-    return first, second
+ARRIVAL_ORDERS = ("interleaved", "tasks-first", "tasks-last")
+"""How a plan orders its records for producing; see the module doc."""
+TOPIC_RANK = {TASKS: 0, CART_ADDS: 1, ORDERS: 2}
+"""Tie-break between topics at equal timestamps: tasks first, as the worker's merge does."""
+
+
+def arrange(planned: list[Planned], arrival: str) -> list[Planned]:
+    """`planned` (any arrival order) re-ordered for `arrival`: a stable split by topic, so each
+    topic's records keep their relative order (and each topic-partition its log)."""
+    if arrival not in ARRIVAL_ORDERS:
+        raise ValueError(f"arrival must be one of {', '.join(ARRIVAL_ORDERS)}, got {arrival!r}")
+    if arrival == "interleaved":
+        # Each topic's list is already in (timestamp, generation) order; a stable sort by
+        # (timestamp, topic rank) merges them back into the interleaved plan.
+        return sorted(planned, key=lambda p: (p.timestamp_ms, TOPIC_RANK[p.topic]))
+    tasks = [p for p in planned if p.topic == TASKS]
+    sales = [p for p in planned if p.topic != TASKS]
+    return tasks + sales if arrival == "tasks-first" else sales + tasks
 
 
 def generate(
@@ -128,8 +154,11 @@ def generate(
     anchors: int = 200,
     start: str = DEFAULT_START,
     end: str = DEFAULT_END,
+    arrival: str = "interleaved",
 ) -> list[Planned]:
-    """Plan `n` records for `seed`: phase 1 (all tasks), then phase 2 (sales); see module doc."""
+    """Plan `n` records for `seed`, in the produce order `arrival` names; see the module doc."""
+    if arrival not in ARRIVAL_ORDERS:
+        raise ValueError(f"arrival must be one of {', '.join(ARRIVAL_ORDERS)}, got {arrival!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not 0.0 <= malformed_share <= 1.0:
@@ -144,7 +173,7 @@ def generate(
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Generator(seed, anchors, start_s, end_s).run(n, malformed_share)
+        return arrange(_Generator(seed, anchors, start_s, end_s).run(n, malformed_share), arrival)
     finally:
         if was_enabled:
             gc.enable()
@@ -183,8 +212,8 @@ class _Generator:
         self.orders = 0
         self.tasks: list[_Task] = []
         self.refundable: list[_Paid] = []
-        self.phase1: list[tuple[int, int, Planned]] = []
-        self.phase2: list[tuple[int, int, Planned]] = []
+        # (record timestamp, topic rank, sequence, record): sorting it gives the interleaved plan.
+        self.records: list[tuple[int, int, int, Planned]] = []
 
     # -- the world ---------------------------------------------------------------------------
 
@@ -233,14 +262,18 @@ class _Generator:
             return (s + self._between(BACKDATE_MIN_S, BACKDATE_MAX_S + 1)) * 1000
         return s * 1000
 
-    def _add(self, topic: str, anchor: int, event: dict[str, Any], s: int) -> None:
-        planned = Planned(
-            topic, self.anchor_keys[anchor], orjson.dumps(event), self._record_ms(s), True, event
-        )
-        target = self.phase1 if topic == TASKS else self.phase2
-        target.append((s, len(target), planned))
+    def _add(self, topic: str, anchor: int, event: dict[str, Any], s: int) -> int:
+        """Plan a valid record for the event at second `s`; returns its record timestamp."""
+        record_ms = self._record_ms(s)
+        self._plan(Planned(topic, self.anchor_keys[anchor], orjson.dumps(event), record_ms, True,
+                           event))
+        return record_ms
 
-    # -- phase 1: Xingtu tasks ---------------------------------------------------------------
+    def _plan(self, planned: Planned) -> None:
+        records = self.records
+        records.append((planned.timestamp_ms, TOPIC_RANK[planned.topic], len(records), planned))
+
+    # -- Xingtu tasks ------------------------------------------------------------------------
 
     def _task_event(self, task: _Task, s: int, status: str) -> None:
         self._add(
@@ -280,7 +313,7 @@ class _Generator:
                     self._task_event(task, self._between(cancel_s + 60, self.end_s), "matched")
                     made += 1
 
-    # -- phase 2: cart-adds and orders -------------------------------------------------------
+    # -- cart-adds and orders ----------------------------------------------------------------
 
     def _sale(self) -> tuple[int, tuple[str, str], str | None, int]:
         """(anchor, product, xingtu_task_id, earliest second) for one cart-add or paid order."""
@@ -347,8 +380,10 @@ class _Generator:
             "product_source": source,
             "amount_fen": amount,
         }
-        self._add(ORDERS, anchor, self._with_task(event, task_id), s)
-        self.refundable.append(_Paid(event, s, amount))
+        record_ms = self._add(ORDERS, anchor, self._with_task(event, task_id), s)
+        # A refund comes after the payment in event time and in record time (a backdated payment
+        # is stamped up to 2 h after its occurred_at).
+        self.refundable.append(_Paid(event, max(s, record_ms // 1000), amount))
 
     def _refund(self) -> bool:
         """Refund (part of) an earlier paid order, later in time; False if none can be."""
@@ -370,9 +405,9 @@ class _Generator:
             event_id=self._next_id(), occurred_at=self._instant(s), status="refunded",
             amount_fen=amount,
         )
-        self._add(ORDERS, self.anchor_index[event["anchor_id"]], event, s)
+        record_ms = self._add(ORDERS, self.anchor_index[event["anchor_id"]], event, s)
         paid.remaining -= amount
-        paid.last_s = s
+        paid.last_s = max(s, record_ms // 1000)
         if paid.remaining == 0:
             self.refundable[i] = self.refundable[-1]
             self.refundable.pop()
@@ -421,9 +456,7 @@ class _Generator:
         else:  # no_offset: a local time the worker must not guess the zone of
             base["occurred_at"] = format_instant(s * 1000 + _CST_MS)[:-5]
             value = orjson.dumps(base)
-        planned = Planned(topic, self.anchor_keys[anchor], value, s * 1000, False, None)
-        target = self.phase1 if topic == TASKS else self.phase2
-        target.append((s, len(target), planned))
+        self._plan(Planned(topic, self.anchor_keys[anchor], value, s * 1000, False, None))
 
     def _template(self, topic: str, anchor: int, s: int) -> dict[str, Any]:
         """A valid-looking event for `topic`, to be broken by the caller."""
@@ -461,7 +494,6 @@ class _Generator:
                 self._paid()
         for _ in range(n_bad):
             self._malformed()
-        # (second, sequence) is unique, so sorting never compares two Planned.
-        self.phase1.sort()
-        self.phase2.sort()
-        return [p for _, _, p in self.phase1] + [p for _, _, p in self.phase2]
+        # (timestamp, rank, sequence) is unique, so sorting never compares two Planned.
+        self.records.sort()
+        return [p for _, _, _, p in self.records]

@@ -1,4 +1,4 @@
-"""Producing a planned list to Kafka at a target rate, phase 1 fully acknowledged before phase 2.
+"""Producing a planned list to Kafka at a target rate, in list order within every partition.
 
 Records are handed to aiokafka a tick's worth at a time and their acks are gathered per tick in
 the background, so the rate is bounded by the token bucket and the broker, not by round trips.
@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.loadgen.generate import Planned, phases
+from streams.loadgen.generate import Planned
 
 TICK_S = 0.01
 """Pacing granularity: at 200 events/s a tick carries 2 records."""
@@ -137,7 +137,7 @@ class _Sender:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
 
-    async def send_phase(self, records: list[Planned]) -> None:
+    async def send(self, records: list[Planned]) -> None:
         """Hand `records` over in order, paced by a token bucket, without awaiting each ack."""
         loop = asyncio.get_running_loop()
         rate = self.rate
@@ -262,17 +262,18 @@ async def send_planned(
     prefix: str = "",
     rate: float = 0,
     progress: bool = True,
-    between_phases: Callable[[], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
     topic_wait_s: float = 60.0,
     **producer_options: Any,
 ) -> Stats:
-    """Produce `planned` to `<prefix><topic>`: phase 1, all its acks, `between_phases()`, phase 2.
+    """Produce `planned` to `<prefix><topic>` in list order (the plan's arrival order, see
+    `generate`), then await every ack.
 
     `rate` is events/s (0: as fast as possible); `stop` ends the run early (acks of what was handed
     over are still awaited). Keys, values and timestamps are sent as planned, with aiokafka's
-    default murmur2 partitioner, so a partition holds its anchors' records in list order. Raises
-    TopicsMissing if the topics do not exist within `topic_wait_s`.
+    default murmur2 partitioner and one idempotent producer, so each topic-partition's log holds
+    its records in list order (what `expected_outputs` assumes). Raises TopicsMissing if the
+    topics do not exist within `topic_wait_s`.
     """
     stop = stop if stop is not None else asyncio.Event()
     stats = Stats(planned=len(planned))
@@ -299,15 +300,8 @@ async def send_planned(
         )
         if progress:
             reporter = asyncio.create_task(sender.report())
-        first, second = phases(planned)
         started = time.monotonic()
-        await sender.send_phase(first)
-        await sender.drain(None if not stop.is_set() else DRAIN_TIMEOUT_S)
-        if between_phases is not None and not stop.is_set():
-            paused = time.monotonic()
-            await between_phases()
-            started += time.monotonic() - paused
-        await sender.send_phase(second)
+        await sender.send(planned)
         await sender.drain(None if not stop.is_set() else DRAIN_TIMEOUT_S)
         stats.elapsed_s = time.monotonic() - started
         stats.interrupted = stop.is_set()

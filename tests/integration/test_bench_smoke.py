@@ -49,7 +49,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert run["completeness"]["duplicated"] == 0
         assert run["events"] == 600
         assert run["events_per_s"] > 0
-        assert len(run["segments"]) == 2
+        assert len(run["segments"]) == 1  # one phase: tasks and sales together
     assert runs["worker"]["peak_rss_kib"][0] > 0
 
     summary = data["summary"]

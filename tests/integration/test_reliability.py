@@ -2,8 +2,10 @@
 
 Every test replays a seeded loadgen plan and checks the committed outputs against the reference
 model (`expected_outputs`): each expected rejection and fee exactly once, nothing else, and the
-expected number of dead letters. Phase 1 (all xingtu-tasks) is settled before phase 2 is sent:
-the model is only valid that way. Processed input is measured by the consumer group's committed
+expected number of dead letters. The plan is one phase: Xingtu tasks, cart-adds and orders
+interleaved in record-timestamp order, sent while the worker runs; nothing waits for the tasks
+to be decided first (the worker must decide each partition group in timestamp order, and the
+model replays exactly that). Processed input is measured by the consumer group's committed
 offsets (the exactly-once transactions commit them), because metrics reset when a worker dies.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.loadgen import Expected, Planned, expected_outputs, generate, phases, send_planned
+from streams.loadgen import Expected, Planned, expected_outputs, generate, send_planned
 from tests.integration.harness import BOOTSTRAP, Worker, metric_value
 from tests.integration.private_kafka import (
     consume_from,
@@ -38,15 +40,12 @@ INPUTS = ("xingtu-tasks", "cart-adds", "orders")
 @dataclass
 class Load:
     planned: list[Planned]
-    phase1: list[Planned]
-    phase2: list[Planned]
     expected: Expected
 
 
 def make_load(n: int, seed: int) -> Load:
-    planned = generate(n, seed=seed)
-    phase1, phase2 = phases(planned)
-    return Load(planned, phase1, phase2, expected_outputs(planned))
+    planned = generate(n, seed=seed)  # interleaved: produce order = timestamp order
+    return Load(planned, expected_outputs(planned))
 
 
 @dataclass
@@ -105,7 +104,7 @@ def assert_exact(v: Verdict, load: Load, context: str) -> None:
 
 
 def needs_state(load: Load) -> int:
-    """Expected outputs that exist only because a phase-1 task was known (fees need a task)."""
+    """Expected outputs that exist only because a task was known (fees need a task)."""
     return len(load.expected.fee_ids)
 
 
@@ -147,16 +146,11 @@ async def test_sigkill_crashes_lose_and_double_nothing(make_worker) -> None:
             kills.append(f"kill {len(kills) + 1}: lag {lag} at +{t - t0:.0f}s")
             await asyncio.to_thread(w.start, True, 180)
 
-    async def settle_phase1() -> None:
-        waited = await wait_caught_up(BOOTSTRAP, group, [prefix + "xingtu-tasks"], timeout=240)
-        print(f"phase 1 ({len(load.phase1)} tasks) settled; waited {waited:.0f}s", flush=True)
-
     t0 = time.monotonic()
     chaos_task = asyncio.create_task(chaos())
     try:
         stats = await send_planned(
             load.planned, bootstrap=BOOTSTRAP, prefix=prefix, rate=SEND_RATE, progress=False,
-            between_phases=settle_phase1,
         )
         assert stats.errors == 0 and stats.sent == len(load.planned), stats
         sending.clear()
@@ -207,20 +201,15 @@ async def test_broker_outage(make_worker, tmp_path: Path) -> None:
         events: list[str] = []
         paused: list[float] = []
 
-        async def settle_phase1() -> None:
-            await wait_caught_up(kafka.bootstrap, group, [prefix + "xingtu-tasks"], timeout=180,
-                                 on_wait=_alive(w))
-            w.pause()
-            paused.append(time.monotonic())
-
-        # Phase 2 is sent while the worker is paused (SIGSTOP, a few seconds: well inside its
+        # The plan is sent while the worker is paused (SIGSTOP, a few seconds: well inside its
         # 10 s session timeout), so the broker goes down while the worker is deciding a backlog
         # of thousands of events, mid-transaction, not after it has caught up (the producer is
         # not under test).
+        w.pause()
+        paused.append(time.monotonic())
         try:
             stats = await send_planned(
                 load.planned, bootstrap=kafka.bootstrap, prefix=prefix, progress=False,
-                between_phases=settle_phase1,
             )
         finally:
             w.resume()
@@ -236,7 +225,7 @@ async def test_broker_outage(make_worker, tmp_path: Path) -> None:
         await asyncio.to_thread(kafka.start)
         outage = time.monotonic() - t_stop
         events.append(
-            f"worker paused {paused[-1] - paused[0]:.1f}s while phase 2 was sent; "
+            f"worker paused {paused[-1] - paused[0]:.1f}s while the plan was sent; "
             f"broker stopped {OUTAGE_AFTER_S:.0f}s after it resumed, with lag {lag_before}, "
             f"for {OUTAGE_S:.0f}s "
             f"(down {outage:.0f}s from the stop to answering again; the stop itself took "
@@ -298,12 +287,8 @@ async def test_rebalance_second_worker_joins_and_leaves(make_worker) -> None:
     notes: list[str] = []
     b_box: list[Worker] = []
 
-    async def settle_phase1() -> None:
-        await wait_caught_up(BOOTSTRAP, group, [prefix + "xingtu-tasks"], timeout=180,
-                             on_wait=_alive(a))
-
     async def second_worker() -> None:
-        """B joins while phase 2 streams in, works for a while, then leaves (SIGTERM)."""
+        """B joins while the plan streams in, works for a while, then leaves (SIGTERM)."""
         await asyncio.sleep(3.0)
         b: Worker = make_worker()
         b_box.append(b)
@@ -318,22 +303,17 @@ async def test_rebalance_second_worker_joins_and_leaves(make_worker) -> None:
         assert code == 0, b.tail()
         assert decided > 0, f"no partition moved to B:\n{b.tail()}"
 
-    stats = await send_planned(
-        load.phase1, bootstrap=BOOTSTRAP, prefix=prefix, progress=False,
-    )
-    assert stats.errors == 0, stats
-    await settle_phase1()
     b_task = asyncio.create_task(second_worker())
     stats = await send_planned(
-        load.phase2, bootstrap=BOOTSTRAP, prefix=prefix, rate=350, progress=False,
+        load.planned, bootstrap=BOOTSTRAP, prefix=prefix, rate=350, progress=False,
     )
-    assert stats.errors == 0 and stats.sent == len(load.phase2), stats
+    assert stats.errors == 0 and stats.sent == len(load.planned), stats
     await b_task
     waited = await wait_caught_up(BOOTSTRAP, group, inputs, timeout=180, on_wait=_alive(a))
     v = await check_outputs(load, prefix)
     report = (
         f"rebalance: {'; '.join(notes)}; A caught up {waited:.0f}s after the last send; "
-        f"{len(load.planned)} events checked ({len(load.expected.fee_ids)} fees need phase-1 "
+        f"{len(load.planned)} events checked ({len(load.expected.fee_ids)} fees need "
         f"task state); missing {v.missing}, doubled {v.doubled}, unexpected {v.unexpected}"
     )
     print(report)
