@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema_rs
 import orjson
 
+from streams import resources
 from streams.policy import (
     Event,
     cart_add_from_dict,
@@ -34,8 +35,10 @@ class DecodeError(ValueError):
     """The record cannot become an event; the message goes to the dead letter's `error` header."""
 
 
-def load_validators(schema_dir: Path) -> dict[str, Any]:
-    """Compile one validator per topic from `<topic>.schema.json`; fail loudly if one is missing."""
+def load_validators(schema_dir: Path | None = None) -> dict[str, Any]:
+    """Compile one validator per topic from `<topic>.schema.json`; fail loudly if one is missing.
+    None: the schemas installed with the package (`streams.resources.schema_dir()`)."""
+    schema_dir = schema_dir if schema_dir is not None else resources.schema_dir()
     validators = {}
     for topic in (*INPUTS, *OUTPUTS):
         path = schema_dir / f"{topic}.schema.json"

@@ -21,7 +21,6 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.codec import load_validators
-from streams.config import REPO_ROOT
 from streams.policy import parse_instant
 
 
@@ -35,7 +34,7 @@ class InputProducer:
         broker: str = "kafka://localhost:9092",
         *,
         prefix: str = "",
-        schema_dir: Path = REPO_ROOT / "schemas",
+        schema_dir: Path | None = None,  # None: the schemas installed with the package
         **aiokafka_options: Any,
     ) -> None:
         self.prefix = prefix

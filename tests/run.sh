@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: the whole suite, unit and integration, against a real local Kafka.
-# Starts the local broker if nothing answers on KAFKA_PORT, and stops it again only if it did.
+# Installs what the tests need besides Python (kcat, prometheus: deploy/install-test-deps.sh, as
+# root; otherwise it says what to install), starts the local broker if nothing answers on
+# KAFKA_PORT, and stops it again only if it did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+deploy/install-test-deps.sh
 port="${KAFKA_PORT:-9092}"
 started=""
 if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
