@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from streams import resources
+
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
+PROCESSING_GUARANTEES = ("exactly_once",)
 STORES = ("rocksdb", "memory")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 EVENT_LOOPS = ("uvloop", "asyncio")
@@ -41,11 +43,12 @@ class Settings:
     web_port: int = 6066
     data_dir: Path = Path(".data")
     policy_file: Path | None = None
-    schema_dir: Path = REPO_ROOT / "schemas"
+    schema_dir: Path = field(default_factory=resources.schema_dir)
     store: str = "rocksdb"
     processing_guarantee: str = "exactly_once"
-    commit_interval: float = 1.0
-    standby_replicas: int = 0
+    commit_interval: float = 0.1
+    max_idle_ms: int = 0
+    recovery_timeout: float = 120.0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -207,8 +210,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         commit_interval=_get(
             e, "STREAMS_COMMIT_INTERVAL", d.commit_interval, _positive_float, "seconds > 0"
         ),
-        standby_replicas=_get(
-            e, "STREAMS_TABLE_STANDBY_REPLICAS", d.standby_replicas, _int_in(0, 8), "0..8"
+        max_idle_ms=_get(
+            e, "STREAMS_MAX_IDLE_MS", d.max_idle_ms, _int_in(0, 3_600_000), "0..3600000 ms"
+        ),
+        recovery_timeout=_get(
+            e, "STREAMS_RECOVERY_TIMEOUT", d.recovery_timeout, _positive_float, "seconds > 0"
         ),
         security_protocol=_get(
             e,

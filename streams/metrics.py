@@ -9,6 +9,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from streams.names import INPUT_TOPICS
+from streams.policy import Policy
+
 EVENTS = Counter(
     "livecommerce_events",
     "Input events by topic (unprefixed) and outcome",
@@ -26,7 +29,7 @@ FEE_FEN = Counter(
 )
 PROCESSING_SECONDS = Histogram(
     "livecommerce_processing_seconds",
-    "Time to decode, decide and hand an event's outputs to the producer",
+    "Per-record time to decode, decide and hand outputs to the producer (a batch's average)",
     ["topic"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
@@ -92,24 +95,61 @@ def child(metric: Any, *labels: str) -> Any:
     return found
 
 
+LATE_RECORDS = Counter(
+    "livecommerce_late_records",
+    "Records decided although older than their partition's stream time (see README)",
+    ["topic"],
+)
+COMMIT_SECONDS = Histogram(
+    "livecommerce_commit_seconds",
+    "Time to write a partition's changelog, check its sends and commit its transaction",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+PARTITION_RESETS = Counter(
+    "livecommerce_partition_resets",
+    "Partitions restarted from their last commit after a failed transaction",
+)
+NOT_READY_PARTITIONS = Gauge(
+    "livecommerce_partitions_not_ready",
+    "Assigned partitions still being set up (fenced, restored, sought) and not yet decided",
+)
+
 OUTCOMES = ("accepted", "rejected", "applied", "dead_letter", "duplicate")
-INPUT_TOPICS = ("cart-adds", "orders", "xingtu-tasks")
 
 
-def init_series(policy_version: str, version: str) -> None:
+def init_series(policy: Policy, version: str) -> None:
     """Create every label combination at zero so rates and alerts see series from the start."""
-    BUILD_INFO.labels(version=version, policy_version=policy_version).set(1)
+    BUILD_INFO.labels(version=version, policy_version=policy.version).set(1)
     for topic in INPUT_TOPICS:
         KEY_MISMATCH.labels(topic=topic)
         REROUTED.labels(topic=topic)
+        LATE_RECORDS.labels(topic=topic)
         PROCESSING_SECONDS.labels(topic=topic)
         EVENT_AGE_SECONDS.labels(topic=topic)
         for outcome in OUTCOMES:
             EVENTS.labels(topic=topic, outcome=outcome)
     for subject in ("cart_add", "order"):
-        for reason in ("XINGTU_MATCH_REQUIRED", "THIRD_PARTY_CART_BANNED"):
+        for reason in (policy.xingtu_match_required_reason, policy.third_party_cart_banned_reason):
             REJECTIONS.labels(subject=subject, reason=reason)
     for source_class in ("third_party", "douyin_shop"):
         for kind in ("charge", "reversal"):
             FEE_FEN.labels(source_class=source_class, kind=kind)
 
+
+
+def observe_result(topic: str, r: Any, now_ms: int) -> None:
+    """The per-record series of one step result (`streams.step.StepResult`)."""
+    if r.key_mismatch:
+        child(KEY_MISMATCH, topic).inc()
+    if r.outcome == "rerouted":
+        child(REROUTED, topic).inc()
+        return
+    child(EVENTS, topic, r.outcome).inc()
+    d = r.decision
+    if d is None:
+        return
+    if d.rejection is not None:
+        child(REJECTIONS, d.rejection["subject"], d.rejection["reason"]).inc()
+    if d.fee is not None:
+        child(FEE_FEN, d.fee["source_class"], d.fee["kind"]).inc(d.fee["fee_fen"])
+    child(EVENT_AGE_SECONDS, topic).observe(max(0.0, (now_ms - d.t_ms) / 1000))

@@ -20,11 +20,10 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthentication
 from aiokafka.helpers import create_ssl_context
 
 from streams.config import Settings
+from streams.names import INPUT_TOPICS, OUTPUT_TOPICS, changelog_topic
 
 log = logging.getLogger(__name__)
 
-INPUT_TOPICS = ("cart-adds", "orders", "xingtu-tasks")
-OUTPUT_TOPICS = ("rejections", "fees", "dead-letters")
 
 
 class StartupError(RuntimeError):
@@ -70,7 +69,23 @@ def broker_credentials(s: Settings) -> faust.SASLCredentials | faust.SSLCredenti
     return None
 
 
-async def ensure_topics(s: Settings) -> dict[str, int]:
+def changelog_configs(dedup_retention_ms: int) -> dict[str, dict[str, str]]:
+    """Per store: the changelog topic's config. The dedup changelog forgets an id by itself
+    once its retention has passed (the worker drops it from the local store then, see
+    streams.expiry); Kafka deletes whole segments, so an id may stay up to a segment longer."""
+    compact = {"cleanup.policy": "compact"}
+    return {
+        "tasks": compact,
+        "charges": compact,
+        "seen": {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(dedup_retention_ms),
+            "segment.ms": str(min(dedup_retention_ms, 86_400_000)),
+        },
+    }
+
+
+async def ensure_topics(s: Settings, dedup_retention_ms: int) -> dict[str, int]:
     """Create missing topics; return partition counts; raise StartupError on a bad layout."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=s.bootstrap_servers,
@@ -86,21 +101,26 @@ async def ensure_topics(s: Settings) -> dict[str, int]:
         # tells a rejected login apart from an unreachable broker.
         raise StartupError(_connect_hint(s, await _probe(s) or exc)) from None
     try:
-        return await _ensure(admin, s)
+        return await _ensure(admin, s, dedup_retention_ms)
     except KafkaError as exc:
         raise StartupError(f"Kafka refused the topic check at {s.broker}: {exc!r}") from None
     finally:
         await _close_quietly(admin)
 
 
-async def _ensure(admin: AIOKafkaAdminClient, s: Settings) -> dict[str, int]:
-    names = [s.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)]
+async def _ensure(
+    admin: AIOKafkaAdminClient, s: Settings, dedup_retention_ms: int
+) -> dict[str, int]:
+    configs = {s.topic(t): {"retention.ms": str(s.topic_retention_ms)} for t in INPUT_TOPICS}
+    configs.update({s.topic(t): configs[s.topic(INPUT_TOPICS[0])] for t in OUTPUT_TOPICS})
+    for store, config in changelog_configs(dedup_retention_ms).items():
+        configs[changelog_topic(s.app_id, store)] = config
+    names = list(configs)
     existing = await _partition_counts(admin, names)
     missing = [n for n in names if n not in existing]
     if missing:
-        config = {"retention.ms": str(s.topic_retention_ms)}
         new = [
-            NewTopic(n, s.topic_partitions, s.topic_replication, topic_configs=config)
+            NewTopic(n, s.topic_partitions, s.topic_replication, topic_configs=configs[n])
             for n in missing
         ]
         log.info("creating topics %s with %d partitions", missing, s.topic_partitions)
@@ -123,6 +143,19 @@ async def _ensure(admin: AIOKafkaAdminClient, s: Settings) -> dict[str, int]:
             f"input topics have {n} partitions but STREAMS_TOPIC_PARTITIONS="
             f"{s.topic_partitions}; set STREAMS_TOPIC_PARTITIONS={n} so that the state "
             "tables' changelogs are co-partitioned with the inputs."
+        )
+    wrong = {
+        t: existing.get(t)
+        for store in changelog_configs(dedup_retention_ms)
+        if existing.get(t := changelog_topic(s.app_id, store)) != n
+    }
+    if wrong:
+        raise StartupError(
+            "state changelog topics are not co-partitioned with the inputs "
+            f"({n} partitions): "
+            + ", ".join(f"{t}={c}" for t, c in wrong.items())
+            + ". They belong to STREAMS_APP_ID="
+            f"{s.app_id}: use a new app id, or delete them to rebuild state from scratch."
         )
     return existing
 

@@ -54,7 +54,6 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 
 from streams.codec import Decoder, load_validators
-from streams.config import REPO_ROOT
 from streams.loadgen.generate import TOPIC_RANK, TOPICS, Planned
 from streams.policy import ChargeState, Policy, State, TaskState, decide, load_policy, needed_keys
 
@@ -87,7 +86,7 @@ class Expected:
 
 @lru_cache(maxsize=1)
 def _decoders() -> dict[str, Decoder]:
-    validators = load_validators(REPO_ROOT / "schemas")
+    validators = load_validators()
     return {t: Decoder(t, validators) for t in TOPICS}
 
 

@@ -1,0 +1,301 @@
+"""The worker's hot path: assigned partition numbers restored, decided in batches, committed.
+
+The Faust consumer (streams.runtime.consumer) hands over each fetched batch and every
+rebalance; this class owns what happens between: a partition number becomes ready only after
+its transactional producer has fenced any previous owner, its state has been restored from the
+committed changelogs and its inputs have been sought to the committed offsets (in that order:
+the fence completes the previous owner's last transaction, so what is read next is final).
+A failed transaction resets its partition the same way; one that cannot be set up within
+`recovery_timeout` ends the process (exit 3) for its supervisor to restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams import metrics
+from streams.engine.partition import EXIT_TRANSACTION_FAILED, PartitionTask, TransactionFailed
+from streams.engine.restore import restore
+from streams.engine.store import Backend, MemoryBackend, PartitionState, RocksBackend
+from streams.expiry import Expiry
+from streams.names import INPUT_TOPICS
+from streams.step import SEEN, RecordStep
+
+log = logging.getLogger(__name__)
+
+EXIT_INTERNAL_ERROR = 4
+MAX_BUFFERED = 20_000
+"""Records buffered per input partition before it is fetched no more (back-pressure while
+the merge waits for another lane)."""
+
+
+class Inputs(Protocol):
+    """What the engine needs of the group's consumer (Faust's, in the worker)."""
+
+    def behind(self, tp: TopicPartition) -> bool: ...
+    async def seek_to(self, offsets: dict[TopicPartition, int | None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    app_id: str
+    prefix: str
+    partitions: int
+    changelogs: dict[str, str]
+    data_dir: Path
+    store: str
+    commit_interval: float
+    max_idle: float
+    dedup_retention_ms: int
+    recovery_timeout: float
+    client: dict[str, Any]
+    """bootstrap_servers and security settings for every aiokafka client."""
+    trace: bool = False
+
+
+class Engine:
+    def __init__(
+        self, cfg: EngineConfig, step: RecordStep, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.cfg = cfg
+        self.step = step
+        self.clock = clock
+        self.tasks: dict[int, PartitionTask] = {}
+        self.assigned: set[int] = set()
+        self.starting: dict[int, asyncio.Task[None]] = {}
+        self.lock = asyncio.Lock()
+        self.inputs: Inputs | None = None
+        self.on_commit: Callable[[dict[TopicPartition, int]], None] | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+
+    # -- health ---------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Every assigned partition number is being decided."""
+        return self.assigned == set(self.tasks)
+
+    def fetchable(self) -> set[TopicPartition]:
+        out = set()
+        for task in self.tasks.values():
+            for tp in task.tps.values():
+                if task.buffered(tp.topic) < MAX_BUFFERED:
+                    out.add(tp)
+        return out
+
+    # -- assignment -----------------------------------------------------------------------
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        new = set(partitions) - self.assigned - set(self.starting)
+        self.assigned |= set(partitions)
+        if new:
+            self._start(new)
+
+    def _start(self, partitions: set[int]) -> None:
+        task = asyncio.ensure_future(self._set_up(partitions))
+        for p in partitions:
+            self.starting[p] = task
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Commit what was decided, then let go (before the group hands them elsewhere)."""
+        revoked = set(partitions)
+        self.assigned -= revoked
+        for p in revoked:
+            starting = self.starting.pop(p, None)
+            if starting is not None and not any(t is starting for t in self.starting.values()):
+                starting.cancel()
+        async with self.lock:
+            for p in sorted(revoked & set(self.tasks)):
+                task = self.tasks.pop(p)
+                try:
+                    await self._commit(task)
+                except TransactionFailed as exc:
+                    log.warning("partition %d revoked with its last transaction failed: %s", p, exc)
+                await task.close()
+
+    async def stop(self) -> None:
+        await self.revoke(list(self.assigned | set(self.tasks)))
+        if self._admin is not None:
+            await self._admin.close()
+
+    async def _set_up(self, partitions: set[int]) -> None:
+        deadline = time.monotonic() + self.cfg.recovery_timeout
+        delay = 0.2
+        while True:
+            wanted = {p for p in partitions if p in self.assigned}
+            if not wanted:
+                return
+            try:
+                tasks = await self._build(wanted)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    _exit(
+                        EXIT_TRANSACTION_FAILED,
+                        f"partitions {sorted(wanted)} could not be set up within "
+                        f"{self.cfg.recovery_timeout:.0f}s: {exc!r}",
+                    )
+                log.warning("setting up partitions %s failed (%r); retrying", sorted(wanted), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for p, task in tasks.items():
+                if p in self.assigned and self.starting.get(p) is asyncio.current_task():
+                    self.tasks[p] = task
+                    self.starting.pop(p, None)
+                else:
+                    await task.close()
+            return
+
+    async def _build(self, partitions: set[int]) -> dict[int, PartitionTask]:
+        cfg = self.cfg
+        producers = {p: self._producer(p) for p in sorted(partitions)}
+        states: dict[int, PartitionState] = {}
+        try:
+            # 1. fence: the previous owner's open transaction is completed or aborted
+            await asyncio.gather(*(pr.start() for pr in producers.values()))
+            # 2. state as of the last committed transaction
+            for p in partitions:
+                states[p] = PartitionState(self._backend_opener(p))
+            await restore(self._restore_consumer, states, cfg.changelogs)
+            # 3. inputs from the offsets committed with that state
+            tps = [TopicPartition(cfg.prefix + t, p) for p in partitions for t in INPUT_TOPICS]
+            committed = await self._committed(tps)
+            assert self.inputs is not None
+            await self.inputs.seek_to(committed)
+        except BaseException:
+            for pr in producers.values():
+                with contextlib.suppress(Exception):
+                    await pr.stop()
+            for st in states.values():
+                st.close()
+            raise
+        now_ms = int(self.clock() * 1000)
+        tasks = {}
+        for p in partitions:
+            expiry = Expiry(cfg.dedup_retention_ms)
+            drop = expiry.rebuild(states[p].items(SEEN), now_ms)
+            states[p].forget(SEEN, drop)
+            metrics.DEDUP_FORGOTTEN.inc(len(drop))
+            tasks[p] = PartitionTask(
+                p,
+                prefix=cfg.prefix,
+                group_id=cfg.app_id,
+                changelogs=cfg.changelogs,
+                state=states[p],
+                producer=producers[p],
+                step=self.step,
+                expiry=expiry,
+                max_idle=cfg.max_idle,
+                trace=cfg.trace,
+            )
+        log.info("partitions %s ready", sorted(partitions))
+        return tasks
+
+    def _producer(self, p: int) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **self.cfg.client,
+            client_id=f"{self.cfg.app_id}-p{p}",
+            transactional_id=f"{self.cfg.app_id}-0-{p}",
+            acks="all",
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=30_000,
+        )
+
+    def _restore_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **self.cfg.client,
+            client_id=f"{self.cfg.app_id}-restore",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+
+    def _backend_opener(self, p: int) -> Callable[[], Backend]:
+        if self.cfg.store == "memory":
+            return MemoryBackend
+        path = self.cfg.data_dir / self.cfg.app_id / f"p{p}"
+        return lambda: RocksBackend(path)
+
+    async def _committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        if self._admin is None:
+            self._admin = AIOKafkaAdminClient(
+                **self.cfg.client, client_id=f"{self.cfg.app_id}-offsets"
+            )
+            await self._admin.start()
+        found = await self._admin.list_consumer_group_offsets(self.cfg.app_id, partitions=tps)
+        out: dict[TopicPartition, int | None] = {}
+        for tp in tps:
+            meta = found.get(tp)
+            out[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
+        return out
+
+    # -- the batch path -------------------------------------------------------------------
+
+    async def process(self, records: dict[Any, list[Any]]) -> None:
+        """Buffer a fetched batch, decide what the merge allows, commit what is due."""
+        async with self.lock:
+            now = time.monotonic()
+            now_ms = int(self.clock() * 1000)
+            for tp, recs in records.items():
+                task = self.tasks.get(tp.partition)
+                if task is not None and recs:
+                    task.buffer(tp.topic, recs)
+            inputs = self.inputs
+            for p, task in list(self.tasks.items()):
+                if inputs is not None:
+                    for tp in task.tps.values():
+                        task.note_lag(tp.topic, inputs.behind(tp), now)
+                try:
+                    await task.run(now, now_ms)
+                    if task.commit_due(self.cfg.commit_interval):
+                        await self._commit(task)
+                except (TransactionFailed, Exception) as exc:
+                    await self._reset(p, task, exc)
+
+    async def _commit(self, task: PartitionTask) -> None:
+        started = time.monotonic()
+        offsets = await task.commit()
+        if offsets:
+            metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
+            if self.on_commit is not None:
+                self.on_commit(offsets)
+
+    async def _reset(self, p: int, task: PartitionTask, exc: BaseException) -> None:
+        if not isinstance(exc, TransactionFailed) and not _is_kafka_error(exc):
+            _exit(EXIT_INTERNAL_ERROR, f"partition {p}: {exc!r}", exc)
+        log.warning("partition %d: %s; restarting it from its last commit", p, exc)
+        metrics.PARTITION_RESETS.inc()
+        self.tasks.pop(p, None)
+        await task.close()
+        if p in self.assigned:
+            self._start({p})
+
+
+def _is_kafka_error(exc: BaseException) -> bool:
+    from aiokafka.errors import KafkaError
+
+    return isinstance(exc, KafkaError | OSError | asyncio.TimeoutError)
+
+
+def _exit(code: int, message: str, exc: BaseException | None = None) -> None:
+    """Stop now, for the supervisor to restart: what was not committed is aborted by the next
+    owner and decided again from the committed offsets and state."""
+    log.critical("exiting (%d): %s", code, message, exc_info=exc)
+    logging.shutdown()
+    os._exit(code)

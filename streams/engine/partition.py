@@ -1,0 +1,200 @@
+"""One partition number at work: its three input lanes, its state and its Kafka transaction.
+
+Everything the partition decides between two commits goes into one transaction of its own
+transactional producer: the outputs, the changelog records of the state it wrote, and the
+input offsets. The local store takes the writes only once that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from streams import metrics
+from streams.engine.merge import Lane, merge_ready
+from streams.engine.store import PartitionState
+from streams.expiry import Expiry
+from streams.names import INPUT_TOPICS
+from streams.step import SEEN, InputRecord, RecordStep
+
+log = logging.getLogger(__name__)
+
+EXIT_TRANSACTION_FAILED = 3
+
+
+class TransactionFailed(RuntimeError):
+    """A send or the commit of a partition's transaction failed: it was not committed."""
+
+
+def _ts(record: Any) -> tuple[int, int]:
+    return record.timestamp, record.offset
+
+
+class PartitionTask:
+    """Decides one partition number's records in event-time order, in transactions."""
+
+    def __init__(
+        self,
+        partition: int,
+        *,
+        prefix: str,
+        group_id: str,
+        changelogs: dict[str, str],
+        state: PartitionState,
+        producer: AIOKafkaProducer,
+        step: RecordStep,
+        expiry: Expiry,
+        max_idle: float,
+        trace: bool = False,
+    ) -> None:
+        self.partition = partition
+        self.prefix = prefix
+        self.group_id = group_id
+        self.changelogs = changelogs
+        self.state = state
+        self.producer = producer
+        self.step = step
+        self.expiry = expiry
+        self.max_idle = max_idle
+        self.trace = trace
+        self.tps = {t: TopicPartition(prefix + t, partition) for t in INPUT_TOPICS}
+        self.short = {tp.topic: t for t, tp in self.tps.items()}
+        self.lanes = {t: Lane[Any](rank) for rank, t in enumerate(INPUT_TOPICS)}
+        self._lanes = list(self.lanes.values())
+        self.next_offsets: dict[TopicPartition, int] = {}
+        """Input positions to commit: one past the last record decided."""
+        self.sent: list[asyncio.Future[Any]] = []
+        self.in_txn = False
+        self.txn_started = 0.0
+        self.decided = 0
+        self.stream_time = -1
+        """The largest record timestamp decided so far (Kafka Streams' stream time)."""
+
+    # -- input ----------------------------------------------------------------------------
+
+    def buffer(self, topic: str, records: list[Any]) -> None:
+        lane = self.lanes[self.short[topic]]
+        lane.records.extend(records)
+        lane.empty_since = None
+
+    def buffered(self, topic: str) -> int:
+        return len(self.lanes[self.short[topic]].records)
+
+    def note_lag(self, topic: str, behind: bool, now: float) -> None:
+        lane = self.lanes[self.short[topic]]
+        lane.behind = behind
+        if not lane.records and not behind and lane.empty_since is None:
+            lane.empty_since = now
+
+    # -- deciding -------------------------------------------------------------------------
+
+    async def run(self, now: float, now_ms: int) -> int:
+        """Decide what the merge allows; returns how many records were decided."""
+        ready = merge_ready(self._lanes, _ts, now, self.max_idle)
+        if not ready:
+            return 0
+        if not self.in_txn:
+            await self.producer.begin_transaction()
+            self.in_txn = True
+            self.txn_started = time.monotonic()
+        if self.expiry.any_due(now_ms):
+            due = self.expiry.due(now_ms, limit=len(ready) * 4)
+            self.state.forget(SEEN, (k for k, v in due if self.state.get(SEEN, k) == v))
+            metrics.DEDUP_FORGOTTEN.inc(len(due))
+        step, state, prefix, part = self.step, self.state, self.prefix, self.partition
+        send = self.producer.send
+        sent = self.sent
+        started = time.perf_counter()
+        for rec in ready:
+            topic = self.short[rec.topic]
+            r = step(
+                InputRecord(
+                    topic, part, rec.offset, rec.timestamp, rec.key, rec.value, rec.headers
+                ),
+                state,
+                now_ms,
+            )
+            for store, key, value in r.writes:
+                state.put(store, key, value)
+                if store == SEEN:
+                    self.expiry.remember(key, value)
+            for o in r.outputs:
+                sent.append(
+                    await send(
+                        prefix + o.topic,
+                        value=o.value,
+                        key=o.key,
+                        partition=o.partition,
+                        timestamp_ms=o.timestamp_ms,
+                        headers=list(o.headers) or None,
+                    )
+                )
+            if rec.timestamp < self.stream_time:
+                metrics.child(metrics.LATE_RECORDS, topic).inc()
+            else:
+                self.stream_time = rec.timestamp
+            self.next_offsets[self.tps[topic]] = rec.offset + 1
+            metrics.observe_result(topic, r, now_ms)
+            if self.trace:
+                log.info(
+                    "trace %s/%s@%s ts=%s %s", rec.topic, part, rec.offset, rec.timestamp,
+                    r.outcome,
+                )
+        per_record = (time.perf_counter() - started) / len(ready)
+        for topic in {self.short[rec.topic] for rec in ready}:
+            metrics.child(metrics.PROCESSING_SECONDS, topic).observe(per_record)
+        self.decided += len(ready)
+        return len(ready)
+
+    # -- committing -----------------------------------------------------------------------
+
+    def commit_due(self, interval: float) -> bool:
+        return self.in_txn and time.monotonic() - self.txn_started >= interval
+
+    async def commit(self) -> dict[TopicPartition, int]:
+        """Changelog, check every send, offsets, commit; then the local store. Raises
+        TransactionFailed (nothing of the transaction is kept locally) on any failure."""
+        if not self.in_txn:
+            return {}
+        encoded = list(self.state.pending())
+        last: dict[str, asyncio.Future[Any]] = {}
+        try:
+            for store, key, value in encoded:
+                fut = await self.producer.send(
+                    self.changelogs[store], value=value, key=key.encode(), partition=self.partition
+                )
+                self.sent.append(fut)
+                last[store] = fut
+            results = await asyncio.gather(*self.sent, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                raise TransactionFailed(
+                    f"partition {self.partition}: {len(failed)} of {len(results)} records "
+                    f"were not written ({failed[0]!r})"
+                )
+            offsets = dict(self.next_offsets)
+            if offsets:
+                await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+            await self.producer.commit_transaction()
+        except TransactionFailed:
+            raise
+        except Exception as exc:
+            raise TransactionFailed(f"partition {self.partition}: {exc!r}") from exc
+        finally:
+            self.sent = []
+            self.in_txn = False
+        self.state.commit(encoded, {s: f.result().offset for s, f in last.items()})
+        return offsets
+
+    async def close(self) -> None:
+        """Drop what was not committed (an open transaction is aborted by the next owner)."""
+        self.state.discard()
+        self.state.close()
+        try:
+            await self.producer.stop()
+        except Exception as exc:  # a fenced or disconnected producer still closes
+            log.debug("producer of partition %d stopped with %r", self.partition, exc)

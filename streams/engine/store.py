@@ -1,0 +1,179 @@
+"""The state of one partition number: committed in a local store, pending in memory.
+
+Writes of the open transaction stay in memory (`put`); reads see them first. Only after the
+Kafka transaction that carries their changelog records has committed are they written to the
+local store, in one batch together with the changelog offsets they reflect (`commit`). The
+local store therefore never holds a write whose transaction could still abort, and restoring
+means reading each changelog from its checkpoint to its end (Quix Streams' checkpoint order).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from streams.step import STORES
+
+_OFFSET = "__offset__"
+
+
+class Backend(Protocol):
+    """Bytes to bytes, written in batches."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def write(self, puts: Iterable[tuple[bytes, bytes | None]]) -> None: ...
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def close(self) -> None: ...
+    def destroy(self) -> None: ...
+
+
+class MemoryBackend:
+    """Lost with the process: every assignment restores from the changelogs' beginning."""
+
+    def __init__(self) -> None:
+        self._d: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._d.get(key)
+
+    def write(self, puts: Iterable[tuple[bytes, bytes | None]]) -> None:
+        d = self._d
+        for k, v in puts:
+            if v is None:
+                d.pop(k, None)
+            else:
+                d[k] = v
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return ((k, v) for k, v in list(self._d.items()) if k.startswith(prefix))
+
+    def close(self) -> None:
+        pass
+
+    def destroy(self) -> None:
+        self._d.clear()
+
+
+class RocksBackend:
+    """A RocksDB directory per partition number (rocksdict, raw bytes)."""
+
+    def __init__(self, path: Path) -> None:
+        from rocksdict import Options, Rdict, WriteBatch
+
+        self._path = path
+        self._batch = WriteBatch
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path), Options(raw_mode=True))
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def write(self, puts: Iterable[tuple[bytes, bytes | None]]) -> None:
+        wb = self._batch(raw_mode=True)
+        for k, v in puts:
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        self._db.write(wb)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for k, v in self._db.items(from_key=prefix):
+            key: bytes = k  # type: ignore[assignment]  # raw mode: keys are bytes
+            if not key.startswith(prefix):
+                return
+            yield key, v
+
+    def close(self) -> None:
+        self._db.close()
+
+    def destroy(self) -> None:
+        self._db.close()
+        shutil.rmtree(self._path, ignore_errors=True)
+
+
+def _k(store: str, key: str) -> bytes:
+    return f"{store}|{key}".encode()
+
+
+class PartitionState:
+    """Three named maps (see `streams.step.STORES`) of JSON values, with pending writes."""
+
+    def __init__(self, open_backend: Callable[[], Backend]) -> None:
+        self._open = open_backend
+        self.backend = open_backend()
+        self._pending: dict[str, dict[str, Any]] = {s: {} for s in STORES}
+
+    # -- the open transaction --------------------------------------------------------------
+
+    def get(self, store: str, key: str) -> Any:
+        pending = self._pending[store]
+        if key in pending:
+            return pending[key]
+        raw = self.backend.get(_k(store, key))
+        return None if raw is None else orjson.loads(raw)
+
+    def put(self, store: str, key: str, value: Any) -> None:
+        self._pending[store][key] = value
+
+    def pending(self) -> Iterator[tuple[str, str, bytes | None]]:
+        """(store, key, encoded value or None) of every key written since the last commit: one
+        changelog record per key, however often it was written."""
+        for store, writes in self._pending.items():
+            for key, value in writes.items():
+                yield store, key, None if value is None else orjson.dumps(value)
+
+    @property
+    def dirty(self) -> bool:
+        return any(self._pending.values())
+
+    def commit(self, encoded: list[tuple[str, str, bytes | None]], offsets: dict[str, int]) -> None:
+        """The transaction holding `encoded` (from `pending()`) committed with the changelogs
+        ending at `offsets`: make it the local state."""
+        puts = [(_k(store, key), value) for store, key, value in encoded]
+        puts.extend((_k(_OFFSET, s), str(o).encode()) for s, o in offsets.items())
+        self.backend.write(puts)
+        self.discard()
+
+    def discard(self) -> None:
+        """The transaction aborted (or never started): forget its writes."""
+        for writes in self._pending.values():
+            writes.clear()
+
+    # -- restoring and housekeeping ---------------------------------------------------------
+
+    def checkpoint(self, store: str) -> int | None:
+        """Offset of the last changelog record the local store reflects."""
+        raw = self.backend.get(_k(_OFFSET, store))
+        return None if raw is None else int(raw)
+
+    def restore(self, store: str, records: Iterable[tuple[bytes, bytes | None]], last: int) -> None:
+        """Apply committed changelog records (key, value or tombstone) up to offset `last`."""
+        prefix = f"{store}|".encode()
+        puts: list[tuple[bytes, bytes | None]] = [(prefix + k, v) for k, v in records]
+        puts.append((_k(_OFFSET, store), str(last).encode()))
+        self.backend.write(puts)
+
+    def items(self, store: str) -> Iterator[tuple[str, Any]]:
+        prefix = f"{store}|".encode()
+        n = len(prefix)
+        for k, v in self.backend.scan(prefix):
+            yield k[n:].decode(), orjson.loads(v)
+
+    def forget(self, store: str, keys: Iterable[str]) -> None:
+        """Drop keys from the local store only (their changelog forgets them by retention)."""
+        self.backend.write((_k(store, key), None) for key in keys)
+
+    def wipe(self) -> None:
+        """The local store is not a prefix of the changelogs (e.g. they were recreated)."""
+        self.discard()
+        self.backend.destroy()
+        self.backend = self._open()
+
+    def close(self) -> None:
+        self.backend.close()

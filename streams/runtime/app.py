@@ -1,0 +1,50 @@
+"""The Faust App users run (`faust -A streams worker`), with the engine under it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import faust
+
+from streams.config import Settings
+from streams.engine.engine import Engine
+from streams.runtime.consumer import StreamsTransport
+from streams.topics import StartupError, ensure_topics
+
+log = logging.getLogger("streams")
+
+
+def fail(message: str) -> None:
+    """One clear line on stderr and exit 2: no traceback for a user's mistake."""
+    print(f"live-commerce-streams: cannot start: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+class StreamsApp(faust.App):
+    """Creates and checks the topics before joining the group; stops the engine cleanly."""
+
+    settings: Settings
+    engine: Engine
+    dedup_retention_ms: int
+    faust_metrics: Any
+    """Faust's Prometheus families (`faust_*`), fed per batch by the consumer."""
+
+    def _new_transport(self) -> Any:
+        # Faust's extension point for the consumer class (streams.runtime.consumer)
+        return StreamsTransport(self.conf.broker_consumer, self)
+
+    async def on_first_start(self) -> None:
+        try:
+            await ensure_topics(self.settings, self.dedup_retention_ms)
+        except StartupError as exc:
+            log.critical("cannot start: %s", exc)
+            fail(str(exc))
+        await super().on_first_start()
+
+    async def on_stop(self) -> None:
+        # commit what was decided and close the partitions' producers before Faust leaves
+        # the group (a clean stop loses nothing and leaves no open transaction)
+        await self.engine.stop()
+        await super().on_stop()

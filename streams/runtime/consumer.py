@@ -1,0 +1,109 @@
+"""Faust's aiokafka consumer, delivering whole fetched batches to the engine.
+
+Faust keeps the consumer group: membership, the co-partitioned assignment (its
+PartitionAssignor), rebalance callbacks and flow control. Instead of wrapping each record in a
+Faust message and dispatching it to a stream, `_drain_messages` hands each fetched batch to
+`streams.engine.Engine`, which decides it and commits it in its own transactions; Faust's own
+offset commits are switched off (`commit` commits nothing: there are no Faust acks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.engine.engine import EXIT_INTERNAL_ERROR, Engine, _exit
+
+log = logging.getLogger(__name__)
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """Registered through `StreamsTransport` (Faust's transport extension point)."""
+
+    @property
+    def engine(self) -> Engine:
+        engine: Engine = self.app.engine  # type: ignore[attr-defined]
+        return engine
+
+    # -- what the engine asks of the group's consumer --------------------------------------
+
+    def behind(self, tp: TopicPartition) -> bool:
+        """Does the broker hold committed records for `tp` past what was fetched? True while
+        unknown (before the first fetch response after an assignment or seek)."""
+        state = self._aiokafka_state(tp)
+        if state is None or not state.has_valid_position or state.lso is None:
+            return True
+        return bool(state.position < state.lso)
+
+    def _aiokafka_state(self, tp: TopicPartition) -> Any:
+        # aiokafka answers position() only as a coroutine in the consumer's own thread; its
+        # partition state (position, last stable offset) is a plain read. aiokafka 0.14.
+        consumer = self._thread._consumer
+        if consumer is None:
+            return None
+        return consumer._subscription.subscription.assignment.state_value(tp)
+
+    async def seek_to(self, offsets: dict[TopicPartition, int | None]) -> None:
+        """Input partitions to their committed offsets (None: the log's beginning)."""
+        start = [tp for tp, o in offsets.items() if o is None]
+        earliest = await self.earliest_offsets(*(TP(tp.topic, tp.partition) for tp in start))
+        for tp, offset in offsets.items():
+            target = offset if offset is not None else earliest[TP(tp.topic, tp.partition)]
+            await self.seek(TP(tp.topic, tp.partition), target)
+
+    # -- commits are the engine's ---------------------------------------------------------
+
+    async def commit(self, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+    # -- rebalances -----------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await self.engine.revoke({tp.partition for tp in revoked})
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        await super().on_partitions_assigned(assigned, generation_id)
+        self.engine.assign({tp.partition for tp in assigned})
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
+        engine = self.engine
+        engine.inputs = self
+        monitor: Any = self.app.monitor
+        received = self.app.faust_metrics.messages_received  # type: ignore[attr-defined]
+        stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        try:
+            while not (stopped() or fetcher_stopped()):
+                active = engine.fetchable() & self._get_active_partitions()
+                if not active or not self.flow_active:
+                    await asyncio.sleep(0.05)
+                    records: Any = {}
+                else:
+                    records = await self._getmany(active, timeout=0.05)
+                n = sum(len(rs) for rs in records.values())
+                if n:
+                    received.inc(n)
+                    for tp in records:
+                        monitor.track_tp_end_offset(tp, self.highwater(tp))
+                # shielded: a rebalance may cancel the fetcher; a batch is never half decided
+                await asyncio.shield(engine.process(records))
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _exit(EXIT_INTERNAL_ERROR, f"the batch loop failed: {exc!r}", exc)
+
+
+class StreamsTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer

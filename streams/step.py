@@ -1,0 +1,193 @@
+"""One record step: a Kafka record in, its outcome, state writes and output records out.
+
+The glue between bytes and the pure policy core (decode, home partition, dedup, look up,
+decide, build outputs), written once and used by the worker's runtime, the benchmark's raw
+baseline and the unit tests. No Faust, no Kafka client, no I/O: state is read through a
+`StateReader` and changes come back as writes for the caller to apply and changelog.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Protocol
+
+from aiokafka.partitioner import murmur2
+
+from streams.codec import DecodeError, Decoder, encode
+from streams.names import CART_ADDS, DEAD_LETTERS, FEES, ORDERS, REJECTIONS, XINGTU_TASKS
+from streams.policy import ChargeState, Decision, Policy, State, TaskState, decide, needed_keys
+
+log = logging.getLogger(__name__)
+
+TASKS = "tasks"
+CHARGES = "charges"
+SEEN = "seen"
+STORES = (TASKS, CHARGES, SEEN)
+"""The state a partition keeps: Xingtu task histories, order charges, event ids decided."""
+
+
+class StateReader(Protocol):
+    def get(self, store: str, key: str) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """What the step reads of a Kafka record; `topic` is the unprefixed input topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce; `topic` is unprefixed, `partition` None lets the key decide."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+    partition: int | None = None
+    timestamp_ms: int | None = None
+
+
+@dataclass(slots=True)
+class StepResult:
+    """`outcome` is a Decision outcome, or duplicate / dead_letter / rerouted."""
+
+    outcome: str
+    outputs: list[Output] = field(default_factory=list)
+    writes: list[tuple[str, str, Any]] = field(default_factory=list)
+    decision: Decision | None = None
+    key_mismatch: bool = False
+    error: str | None = None
+
+
+@lru_cache(maxsize=1 << 16)
+def home_partition(anchor_id: str, partitions: int) -> int:
+    """Kafka's default partitioner on the anchor_id key (what co-partitioning relies on)."""
+    return (murmur2(anchor_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def dead_letter_key(record: InputRecord) -> str:
+    """Dead letters have no event id; they are deduplicated by position."""
+    return f"dead/{record.topic}/{record.partition}/{record.offset}"
+
+
+class RecordStep:
+    """Decides one record against the state it reads; every record ends in exactly one outcome."""
+
+    def __init__(
+        self, policy: Policy, decoders: Mapping[str, Decoder], partitions: int, prefix: str = ""
+    ) -> None:
+        self.policy = policy
+        self.decoders = dict(decoders)
+        self.partitions = partitions
+        self.prefix = prefix
+        """Topic prefix, for the dead letters' `source_topic` header (the topic as named)."""
+
+    def __call__(self, record: InputRecord, state: StateReader, now_ms: int) -> StepResult:
+        try:
+            event: Any = self.decoders[record.topic](record.value)
+        except DecodeError as exc:
+            return self._dead_letter(record, state, str(exc), now_ms)
+        except Exception as exc:  # e.g. jsonschema-rs failing on a deeply nested value
+            return self._dead_letter(
+                record, state, f"undecodable: {type(exc).__name__}: {exc}", now_ms
+            )
+        anchor = event.anchor_id
+        mismatch = record.key is None or record.key != anchor.encode()
+        home = home_partition(anchor, self.partitions)
+        if home != record.partition:
+            return StepResult("rerouted", [_reroute(record, anchor, home)], key_mismatch=mismatch)
+        seen_key = f"{record.topic}/{event.event_id}"
+        if state.get(SEEN, seen_key) is not None:
+            return StepResult("duplicate", key_mismatch=mismatch)
+        task_key, charge_key = needed_keys(event)
+        try:
+            task = state.get(TASKS, task_key) if task_key else None
+            charge = state.get(CHARGES, charge_key) if charge_key else None
+            d = decide(
+                event,
+                State(
+                    task=TaskState.from_json(task) if task else None,
+                    charge=ChargeState.from_json(charge) if charge else None,
+                ),
+                self.policy,
+                record_ms=record.timestamp_ms,
+                now_ms=now_ms,
+            )
+        except Exception as exc:  # a bug must not stall the partition; the record is kept
+            log.exception(
+                "decision failed for %s/%s@%s", record.topic, record.partition, record.offset
+            )
+            return self._dead_letter(
+                record, state, f"internal error: {type(exc).__name__}: {exc}", now_ms
+            )
+        result = StepResult(d.outcome, decision=d, key_mismatch=mismatch)
+        if d.task is not None and task_key:
+            result.writes.append((TASKS, task_key, d.task.to_json()))
+        if d.charge is not None and charge_key:
+            result.writes.append((CHARGES, charge_key, d.charge.to_json()))
+        # the value is when the id was first decided (wall clock): see streams.expiry
+        result.writes.append((SEEN, seen_key, now_ms))
+        if d.rejection is not None:
+            r = d.rejection
+            result.outputs.append(Output(REJECTIONS, r["anchor_id"].encode(), encode(r)))
+        if d.fee is not None:
+            f = d.fee
+            result.outputs.append(Output(FEES, f["order_id"].encode(), encode(f)))
+        return result
+
+    def _dead_letter(
+        self, record: InputRecord, state: StateReader, error: str, now_ms: int
+    ) -> StepResult:
+        # A record read again before its offset is committed must not be dead-lettered twice.
+        seen_key = dead_letter_key(record)
+        if state.get(SEEN, seen_key) is not None:
+            return StepResult("duplicate")
+        headers = (
+            ("error", error.encode("utf-8", "replace")),
+            ("source_topic", (self.prefix + record.topic).encode()),
+            ("source_partition", str(record.partition).encode()),
+            ("source_offset", str(record.offset).encode()),
+        )
+        return StepResult(
+            "dead_letter",
+            [Output(DEAD_LETTERS, record.key, record.value, headers)],
+            [(SEEN, seen_key, now_ms)],
+            error=error,
+        )
+
+
+def _reroute(record: InputRecord, anchor: str, home: int) -> Output:
+    """The original bytes, keyed by anchor, to the anchor's partition; that copy is decided."""
+    headers = [(k, v) for k, v in record.headers if k != "rerouted_from"]
+    headers.append(("rerouted_from", f"{record.partition}:{record.offset}".encode()))
+    return Output(
+        record.topic, anchor.encode(), record.value, tuple(headers), home, record.timestamp_ms
+    )
+
+
+__all__ = [
+    "CART_ADDS",
+    "CHARGES",
+    "ORDERS",
+    "SEEN",
+    "STORES",
+    "TASKS",
+    "XINGTU_TASKS",
+    "InputRecord",
+    "Output",
+    "RecordStep",
+    "StateReader",
+    "StepResult",
+    "home_partition",
+]
