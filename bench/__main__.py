@@ -29,6 +29,8 @@ from bench.kafka import (
 from bench.latency import LatencyResult, run_latency
 from bench.model import SystemRun
 from bench.report import by_system, code_digest, machine, summary, table, versions
+from bench.run_quix import COMMIT_INTERVAL as QUIX_COMMIT_INTERVAL
+from bench.run_quix import run_quix
 from bench.run_worker import Profile, run_workers
 from streams.codec import load_validators
 from streams.config import REPO_ROOT
@@ -51,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--skip-scaling", action="store_true", help="no 2-worker runs")
     p.add_argument(
+        "--only", type=_systems, default=None, metavar="S1,S2",
+        help=f"run only these systems ({', '.join(SYSTEMS)}; '2workers' for '2 workers')",
+    )
+    p.add_argument(
         "--latency-seconds", type=float, default=20.0, help="length of the latency run (0: none)"
     )
     p.add_argument(
@@ -63,9 +69,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-topics", action="store_true", help="do not delete the run's topics")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per measured run")
     args = p.parse_args(argv)
+    args.systems = args.only or [
+        s for s in SYSTEMS if not (args.skip_scaling and s == "2 workers")
+    ]
     if args.events < 10 or args.partitions < 1 or args.repeat < 1:
         p.error("--events >= 10, --partitions >= 1 and --repeat >= 1")
     return args
+
+
+SYSTEMS = ("baseline", "worker", "quix", "2 workers")
+
+
+def _systems(text: str) -> list[str]:
+    """`--only`: comma-separated system names, in the order of SYSTEMS."""
+    names = {n.strip().replace("2workers", "2 workers") for n in text.split(",") if n.strip()}
+    unknown = names - set(SYSTEMS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown system(s) {sorted(unknown)}; use {SYSTEMS}")
+    return [s for s in SYSTEMS if s in names]
 
 
 def say(msg: str) -> None:
@@ -89,11 +110,15 @@ async def _measure(
     n_events = len(planned)
     try:
         backlog = await prepare_backlog(
-            prefix, args.partitions, [planned], held=system == "baseline"
+            prefix, args.partitions, [planned], held=system in ("baseline", "quix")
         )
         if system == "baseline":
             run = await run_baseline(
                 backlog, expected, repetition=repetition, timeout=args.timeout, **ctx
+            )
+        elif system == "quix":
+            run = await run_quix(
+                backlog, expected, repetition=repetition, work_dir=work_dir, timeout=args.timeout
             )
         else:
             run, profile = await run_workers(
@@ -136,6 +161,9 @@ async def main(args: argparse.Namespace) -> int:
         "broker": BOOTSTRAP,
         "topic_prefix": base,
         "worker": "faust -A streams worker -l warn (exactly_once, rocksdb, commit interval 1 s)",
+        "quix": "python -m bench.quix_app (quixstreams, exactly-once, RocksDB state + changelog, "
+        f"concat of the three inputs, commit interval {QUIX_COMMIT_INTERVAL:g} s)",
+        "systems": args.systems,
     }
     say(f"generating {args.events:,} events (seed {args.seed}) and the expected outputs")
     planned = generate(
@@ -152,7 +180,7 @@ async def main(args: argparse.Namespace) -> int:
         "policy": load_policy(),
         "validators": load_validators(REPO_ROOT / "schemas"),
     }
-    systems = ["baseline", "worker"] + ([] if args.skip_scaling else ["2 workers"])
+    systems = args.systems
     runs: list[SystemRun] = []
     profile: Profile | None = None
     stamp = started.strftime("%Y%m%dT%H%M%SZ")

@@ -17,7 +17,7 @@ from bench.latency import LatencyResult
 from bench.model import SystemRun
 from streams.config import REPO_ROOT
 
-SYSTEMS = ("baseline", "worker", "2 workers")
+SYSTEMS = ("baseline", "worker", "quix", "2 workers")
 
 
 def machine() -> dict[str, Any]:
@@ -79,6 +79,8 @@ def versions() -> dict[str, str]:
         ("orjson", "orjson"),
         ("jsonschema-rs", "jsonschema_rs"),
         ("rocksdict", "rocksdict"),
+        ("quixstreams", "quixstreams"),
+        ("confluent-kafka", "confluent_kafka"),
         ("live-commerce-streams", "live_commerce_streams"),
     ):
         try:
@@ -121,7 +123,7 @@ def ratios(runs: Sequence[SystemRun], num: str, den: str) -> list[float | None]:
 
 def summary(runs: Sequence[SystemRun], latency: LatencyResult | None) -> dict[str, Any]:
     s: dict[str, Any] = {}
-    for system, key in zip(SYSTEMS, ("baseline", "worker", "workers2"), strict=True):
+    for system, key in zip(SYSTEMS, ("baseline", "worker", "quix", "workers2"), strict=True):
         rs = by_system(runs, system)
         if not rs:
             continue
@@ -134,6 +136,8 @@ def summary(runs: Sequence[SystemRun], latency: LatencyResult | None) -> dict[st
                 [max(r.peak_rss_kib) / 1024 if r.peak_rss_kib else None for r in rs]
             )
     s["ratio_worker_to_baseline"] = spread(ratios(runs, "worker", "baseline"))
+    if by_system(runs, "quix"):
+        s["ratio_worker_to_quix"] = spread(ratios(runs, "worker", "quix"))
     if by_system(runs, "2 workers"):
         s["ratio_2_workers_to_1"] = spread(ratios(runs, "2 workers", "worker"))
     if latency is not None:
@@ -204,6 +208,8 @@ def table(
     row("baseline (raw aiokafka loop)", "baseline_events_per_s", "baseline")
     row("worker (1 process)", "worker_events_per_s", "worker")
     ratio("worker / baseline", "ratio_worker_to_baseline")
+    row("quix (Quix Streams app)", "quix_events_per_s", "quix")
+    ratio("worker / quix", "ratio_worker_to_quix")
     row("2 workers (2 processes)", "workers2_events_per_s", "workers2")
     ratio("2 workers / 1 worker", "ratio_2_workers_to_1")
     lines.append("phase 2 only (cart-adds and orders, after the tasks):")
@@ -233,7 +239,11 @@ def table(
         lines += [f"  note: {n}" for n in latency.notes]
     rss = [
         (label, s.get(k))
-        for label, k in (("worker", "worker_peak_rss_mib"), ("2 workers", "workers2_peak_rss_mib"))
+        for label, k in (
+            ("worker", "worker_peak_rss_mib"),
+            ("quix", "quix_peak_rss_mib"),
+            ("2 workers", "workers2_peak_rss_mib"),
+        )
         if s.get(k)
     ]
     if rss:

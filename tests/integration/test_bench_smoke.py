@@ -41,7 +41,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert data["parameters"]["events"] == 600
 
     runs = {r["system"]: r for r in data["runs"]}
-    assert set(runs) == {"baseline", "worker"}
+    assert set(runs) == {"baseline", "worker", "quix"}
     for run in runs.values():
         assert run["ok"] is True, run
         assert run["completeness"]["ok"] is True
