@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from streams.codec import INPUTS, DecodeError, Decoder, load_validators
 from streams.config import REPO_ROOT
+from streams.names import DEAD_LETTERS
 from streams.policy import (
     ChargeState,
     Decision,
@@ -31,7 +32,7 @@ from streams.policy import (
     load_policy,
     needed_keys,
 )
-from tests.unit.shell_fakes import FakeMessage, RecordingEmitter
+from tests.unit.shell_fakes import DictState, home, input_record, make_step
 
 TOPICS = tuple(INPUTS)  # cart-adds, orders, xingtu-tasks
 VALIDATORS = load_validators(REPO_ROOT / "schemas")
@@ -538,16 +539,12 @@ def test_deeply_nested_invalid_field_raises_decode_error(topic: str) -> None:
             DECODERS[topic](_with_raw_field(e, "event_id", _nested(depth)))
 
 
-async def test_processor_dead_letters_what_the_decoder_chokes_on() -> None:
-    """The worker's per-record path (dict tables, a recording emitter) over hostile records:
-    nothing raises, and every undecodable record becomes one dead letter with its own bytes."""
-    from streams.processor import Processor, Tables, _murmur
-
-    emitter = RecordingEmitter()
-    proc = Processor(
-        prefix="p-", partitions=4, policy=POLICY, decoders=DECODERS,
-        tables=Tables(tasks={}, charges={}, processed={}), emitter=emitter,  # type: ignore[arg-type]
-    )
+def test_processor_dead_letters_what_the_decoder_chokes_on() -> None:
+    """The worker's record step (dict state, writes applied) over hostile records: nothing
+    raises, and every undecodable record becomes one dead letter with its own bytes."""
+    step = make_step(prefix="p-")
+    state = DictState()
+    outputs = []
     undecodable = 0
     for offset, (topic, key, value, ts, _kind) in enumerate(
         hostile_records(1_500, seed=23, huge_every=0)
@@ -556,19 +553,26 @@ async def test_processor_dead_letters_what_the_decoder_chokes_on() -> None:
             undecodable += 1
             partition = offset % 4
         else:  # decodable: deliver it on its home partition, as the producer would
-            partition = _murmur(DECODERS[topic](value).anchor_id) % 4
-        before = len(emitter.sent)
-        await proc.process(FakeMessage("p-" + topic, partition, offset, key, value, ts))
+            partition = home(DECODERS[topic](value).anchor_id)
+        r = state.apply(
+            step(input_record(topic, value, offset=offset, partition=partition, key=key,
+                              ts_ms=ts), state, NOW_MS)
+        )
+        outputs += r.outputs
         if judge(topic, value, ts) == "dead":
-            assert len(emitter.sent) == before + 1
-            t, k, v, headers = emitter.sent[-1]
-            assert (t, k, v) == ("p-dead-letters", key, value)
+            assert r.outcome == "dead_letter" and len(r.outputs) == 1
+            o = r.outputs[0]
+            headers = dict(o.headers)
+            assert (o.topic, o.key, o.value) == (DEAD_LETTERS, key, value)
+            assert headers["source_topic"] == ("p-" + topic).encode()
             assert headers["source_offset"] == str(offset).encode()
             assert headers["error"]
-    dead = [s for s in emitter.sent if s[0] == "p-dead-letters"]
+    dead = [o for o in outputs if o.topic == DEAD_LETTERS]
     assert len(dead) == undecodable
     # The deeply nested ones jsonschema-rs cannot describe still end as schema dead letters.
-    assert any(b"Recursion limit" in s[3]["error"] for s in dead), "no deep nesting exercised"
+    assert any(b"Recursion limit" in dict(o.headers)["error"] for o in dead), (
+        "no deep nesting exercised"
+    )
 
 
 def test_hostile_generator_covers_every_kind_and_never_escapes() -> None:

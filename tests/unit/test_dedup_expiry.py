@@ -8,19 +8,17 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.codec import INPUTS, Decoder, load_validators
-from streams.config import REPO_ROOT
+from streams.engine.partition import PartitionTask
+from streams.engine.store import MemoryBackend, PartitionState
 from streams.expiry import Expiry
-from streams.policy import load_policy
-from streams.processor import Processor, Tables, _murmur
+from streams.step import SEEN
 from tests.integration import events as ev
-from tests.unit.shell_fakes import FakeMessage, RecordingEmitter
+from tests.unit.shell_fakes import POLICY, FakeProducer, FakeRecord, home, partition_task
 
 DAY_MS = 86_400_000
-POLICY = load_policy()
 RETENTION_MS = POLICY.dedup_retention_ms
-DECODERS = {t: Decoder(t, load_validators(REPO_ROOT / "schemas")) for t in INPUTS}
-PARTITIONS = 4
+ANCHOR = "anchor-1"
+P = home(ANCHOR)
 
 
 def test_nothing_is_due_before_its_retention_has_passed() -> None:
@@ -87,81 +85,98 @@ def test_every_id_is_forgotten_exactly_once_and_never_early(
     assert sorted(forgotten) == sorted(remembered) and len(e) == 0
 
 
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> float:
-        return self.ms / 1000
+def _banned_cart_add(offset: int, event: dict | None = None) -> FakeRecord:
+    e = event or ev.cart_add(ANCHOR, "p-1", "taobao", "2020-10-10T12:00:00+08:00")
+    return FakeRecord("p-cart-adds", P, offset, ev.ts(e), ANCHOR.encode(), orjson.dumps(e))
 
 
-def _processor(processed: dict, clock: Clock) -> tuple[Processor, RecordingEmitter]:
-    emitter = RecordingEmitter()
-    proc = Processor(
-        prefix="p-", partitions=PARTITIONS, policy=POLICY, decoders=DECODERS,
-        tables=Tables(tasks={}, charges={}, processed=processed),
-        emitter=emitter,  # type: ignore[arg-type]
-        clock=clock,
-    )
-    return proc, emitter
+def _task(producer: FakeProducer, state: PartitionState | None = None,
+          expiry: Expiry | None = None) -> PartitionTask:
+    task = partition_task(P, prefix="p-", producer=producer, state=state, expiry=expiry)
+    for topic in task.tps.values():  # every input caught up: the merge never waits
+        task.note_lag(topic.topic, False)
+    return task
 
 
-def _banned_cart_add() -> FakeMessage:
-    e = ev.cart_add("anchor-1", "p-1", "taobao", "2020-10-10T12:00:00+08:00")
-    partition = _murmur(e["anchor_id"]) % PARTITIONS
-    return FakeMessage("p-cart-adds", partition, 7, b"anchor-1", orjson.dumps(e), ev.ts(e))
+async def _decide(task: PartitionTask, record: FakeRecord, now_ms: int) -> None:
+    """One record through the task's merge and step, committed as the worker would."""
+    task.buffer(record.topic, [record])
+    assert await task.run(now_ms / 1000, now_ms) == 1
+    await task.commit()
+
+
+def _seen(state: PartitionState) -> dict[str, object]:
+    return dict(state.items(SEEN))
 
 
 async def test_a_redelivery_inside_the_window_is_dropped_and_the_id_is_forgotten_after_it() -> None:
-    clock = Clock(1_700_000_000_000)
-    processed: dict = {}
-    proc, emitter = _processor(processed, clock)
-    msg = _banned_cart_add()
-    await proc.process(msg)
-    assert [t for t, *_ in emitter.sent] == ["p-rejections"]
-    (key,) = processed
-    assert processed[key] == clock.ms  # remembered from when it was decided, not occurred_at
+    now = 1_700_000_000_000
+    producer = FakeProducer()
+    task = _task(producer)
+    event = ev.cart_add(ANCHOR, "p-1", "taobao", "2020-10-10T12:00:00+08:00")
+    await _decide(task, _banned_cart_add(7, event), now)
+    assert [s.topic for s in producer.sent if not s.topic.endswith("-changelog")] == [
+        "p-rejections"
+    ]
+    (key,) = _seen(task.state)
+    assert _seen(task.state)[key] == now  # remembered from when it was decided, not occurred_at
 
-    clock.ms += RETENTION_MS - 1
-    await proc.process(msg)  # a redelivery just inside the window
-    assert len(emitter.sent) == 1 and key in processed
+    now += RETENTION_MS - 1
+    await _decide(task, _banned_cart_add(8, event), now)  # a redelivery just inside the window
+    assert len(producer.to("p-rejections")) == 1 and key in _seen(task.state)
+    assert task.step.decided[-1] == ("cart-adds", 8, "duplicate")  # type: ignore[attr-defined]
 
-    clock.ms += 1
-    other = _banned_cart_add()  # any record of the worker moves the forgetting along
-    await proc.process(other)
-    assert key not in processed and len(processed) == 1
-    assert len(proc.expiry) == 1
+    now += 1
+    await _decide(task, _banned_cart_add(9), now)  # any record of the task moves forgetting along
+    assert key not in _seen(task.state) and len(_seen(task.state)) == 1
+    assert len(task.expiry) == 1
 
 
 async def test_dead_letter_positions_are_forgotten_too() -> None:
-    clock = Clock(1_700_000_000_000)
-    processed: dict = {}
-    proc, emitter = _processor(processed, clock)
-    await proc.process(FakeMessage("p-orders", 1, 3, None, b"{not json", 0))
-    assert [t for t, *_ in emitter.sent] == ["p-dead-letters"] and len(processed) == 1
-    clock.ms += RETENTION_MS
-    await proc.process(_banned_cart_add())
-    assert all(not k.startswith("dead/") for k in processed)
+    now = 1_700_000_000_000
+    producer = FakeProducer()
+    task = _task(producer)
+    await _decide(task, FakeRecord("p-orders", P, 3, 0, None, b"{not json"), now)
+    assert [s.topic for s in producer.sent if not s.topic.endswith("-changelog")] == [
+        "p-dead-letters"
+    ]
+    assert list(_seen(task.state)) == [f"dead/orders/{P}/3"]
+    now += RETENTION_MS
+    await _decide(task, _banned_cart_add(0), now)
+    assert all(not k.startswith("dead/") for k in _seen(task.state))
+
+
+def _recover(state: PartitionState, ids: dict[str, object], last: int, now_ms: int) -> Expiry:
+    """A changelog restore, then what the engine does with each partition it was assigned
+    (streams/engine/engine.py: rebuild the expiry from the store, forget what is due)."""
+    state.restore(SEEN, ((k.encode(), orjson.dumps(v)) for k, v in ids.items()), last)
+    expiry = Expiry(RETENTION_MS)
+    state.forget(SEEN, expiry.rebuild(state.items(SEEN), now_ms))
+    return expiry
 
 
 async def test_after_a_rebalance_the_recovered_table_is_read_again() -> None:
-    clock = Clock(1_700_000_000_000)
-    processed = {
-        "cart-adds/recent": clock.ms - DAY_MS,
-        "cart-adds/old": clock.ms - RETENTION_MS - 1,
+    now = 1_700_000_000_000
+    state = PartitionState(MemoryBackend)
+    recovered: dict[str, object] = {
+        "cart-adds/recent": now - DAY_MS,
+        "cart-adds/old": now - RETENTION_MS - 1,
         "orders/written-by-an-older-version": 1_602_000_000_000.0,
     }
-    proc, _ = _processor(processed, clock)
-    await proc.process(_banned_cart_add())  # the first record reads the table
-    assert set(processed) >= {"cart-adds/recent"}
-    assert "cart-adds/old" not in processed
-    assert "orders/written-by-an-older-version" not in processed
-    assert len(proc.expiry) == 2
+    expiry = _recover(state, recovered, 2, now)
+    assert set(_seen(state)) == {"cart-adds/recent"}
+    assert len(expiry) == 1
+    task = _task(FakeProducer(), state, expiry)
+    await _decide(task, _banned_cart_add(0), now)
+    assert len(task.expiry) == 2
 
-    processed["cart-adds/recovered"] = clock.ms - 2 * DAY_MS  # a changelog recovery adds ids
-    proc.state_recovered()
-    await proc.process(_banned_cart_add())
-    assert len(proc.expiry) == 4
-    clock.ms += RETENTION_MS - DAY_MS
-    await proc.process(_banned_cart_add())
-    assert "cart-adds/recovered" not in processed and "cart-adds/recent" not in processed
+    # the next assignment restores more ids from the changelog and reads the store again
+    expiry = _recover(state, {"cart-adds/recovered": now - 2 * DAY_MS}, 5, now)
+    assert len(expiry) == 3 and state.checkpoint(SEEN) == 5
+    task = _task(FakeProducer(), state, expiry)
+    await _decide(task, _banned_cart_add(1), now)
+    assert len(task.expiry) == 4
+    now += RETENTION_MS - DAY_MS
+    await _decide(task, _banned_cart_add(2), now)
+    assert "cart-adds/recovered" not in _seen(state) and "cart-adds/recent" not in _seen(state)
+    assert len(_seen(state)) == 3  # the three cart-adds decided here are still inside the window

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.policy import (
@@ -24,6 +25,8 @@ from streams.policy import (
     task_key,
     xingtu_task_from_dict,
 )
+from streams.step import CHARGES, TASKS
+from tests.unit.shell_fakes import DictState, input_record, make_step
 
 POLICY = load_policy()
 NOW = parse_instant("2020-11-11T00:00:00Z")
@@ -1053,24 +1056,34 @@ def test_needed_keys() -> None:
 
 
 class MiniShell:
-    """What the Faust shell does with the core, with dicts as tables and JSON round-trips."""
+    """The worker's record step over dict state: events go in as the JSON records a producer
+    sends (keyed, on their anchor's partition), the writes are applied as the worker does."""
 
     def __init__(self) -> None:
-        self.tasks: dict[str, dict[str, Any]] = {}
-        self.charges: dict[str, dict[str, Any]] = {}
+        self.step = make_step()
+        self.state = DictState()
+        self.tasks = self.state.stores[TASKS]
+        self.charges = self.state.stores[CHARGES]
+        self.offset = 0
 
     def feed(self, ev: CartAdd | Order | XingtuTask, record_at: str | None = None) -> Decision:
-        tk, ck = needed_keys(ev)
-        state = State(
-            task=TaskState.from_json(self.tasks[tk]) if tk in self.tasks else None,
-            charge=ChargeState.from_json(self.charges[ck]) if ck in self.charges else None,
+        topic = {CartAdd: "cart-adds", Order: "orders", XingtuTask: "xingtu-tasks"}[type(ev)]
+        d = {f.name: getattr(ev, f.name) for f in fields(ev) if f.name != "occurred_ms"}
+        # The helpers reuse event ids; each feed here is a new event (dedup is tested elsewhere).
+        d["event_id"] = f"{ev.event_id}#{self.offset}"
+        self.offset += 1
+        r = self.state.apply(
+            self.step(
+                input_record(
+                    topic, orjson.dumps(d), offset=self.offset, anchor=ev.anchor_id,
+                    ts_ms=ms(record_at) if record_at else None,
+                ),
+                self.state,
+                NOW,
+            )
         )
-        d = decide(ev, state, POLICY, record_ms=ms(record_at) if record_at else None, now_ms=NOW)
-        if d.task is not None and tk:
-            self.tasks[tk] = d.task.to_json()
-        if d.charge is not None and ck:
-            self.charges[ck] = d.charge.to_json()
-        return d
+        assert r.decision is not None, (r.outcome, r.error)
+        return r.decision
 
 
 def test_forged_task_for_other_anchor_cannot_validate_or_cancel() -> None:
