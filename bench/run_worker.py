@@ -153,8 +153,9 @@ class WorkerProcess:
         env = worker_env(
             BROKER, self.app_id, self.prefix, self.partitions, self.web_port, self.data_dir
         )
-        if "STREAMS_EVENT_LOOP" in os.environ:  # to compare loops: uvloop (default) / asyncio
-            env["STREAMS_EVENT_LOOP"] = os.environ["STREAMS_EVENT_LOOP"]
+        for name in ("STREAMS_EVENT_LOOP", "STREAMS_MAX_IDLE_MS", "STREAMS_COMMIT_INTERVAL"):
+            if name in os.environ:  # to compare settings, passed through
+                env[name] = os.environ[name]
         return env
 
     def start(self) -> None:

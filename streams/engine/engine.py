@@ -69,6 +69,7 @@ class Engine:
         self, cfg: EngineConfig, step: RecordStep, clock: Callable[[], float] = time.time
     ) -> None:
         self.cfg = cfg
+        self.input_topics = frozenset(cfg.prefix + t for t in INPUT_TOPICS)
         self.step = step
         self.clock = clock
         self.tasks: dict[int, PartitionTask] = {}
@@ -260,7 +261,7 @@ class Engine:
             for p, task in list(self.tasks.items()):
                 if inputs is not None:
                     for tp in task.tps.values():
-                        task.note_lag(tp.topic, inputs.behind(tp), now)
+                        task.note_lag(tp.topic, inputs.behind(tp))
                 try:
                     await task.run(now, now_ms)
                     if task.commit_due(self.cfg.commit_interval):
@@ -288,9 +289,9 @@ class Engine:
 
 
 def _is_kafka_error(exc: BaseException) -> bool:
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import IllegalOperation, KafkaError
 
-    return isinstance(exc, KafkaError | OSError | asyncio.TimeoutError)
+    return isinstance(exc, KafkaError | IllegalOperation | OSError | asyncio.TimeoutError)
 
 
 def _exit(code: int, message: str, exc: BaseException | None = None) -> None:

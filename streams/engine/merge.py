@@ -4,7 +4,8 @@ Kafka Streams' rule (PartitionGroup, KIP-695), kept here: of the heads of the in
 buffers, take the record with the smallest (timestamp, topic rank, offset); each partition's
 log order is kept because only heads are taken. A lane with nothing buffered blocks the merge
 while the broker is known to hold more for it (`behind`), and otherwise for at most `max_idle`
-since it ran empty: a record it may still receive could belong before the others.
+from the moment it first held the others up (Kafka Streams' idle deadline, reset when the lane
+receives records): a record still on its way to it could belong before theirs.
 """
 
 from __future__ import annotations
@@ -26,16 +27,22 @@ class Lane(Generic[R]):
     records: deque[R] = field(default_factory=deque)
     behind: bool = True
     """The broker holds records for this partition past what is buffered (or it is unknown)."""
-    empty_since: float | None = None
-    """When this lane was last seen empty and caught up (the shell keeps it)."""
+    waiting_since: float | None = None
+    """When this empty lane first held up records of the others (None: it has not)."""
+
+    def add(self, records: list[R]) -> None:
+        self.records.extend(records)
+        self.waiting_since = None
 
     def blocks(self, now: float, max_idle: float) -> bool:
-        """An empty lane that may still receive an earlier record."""
+        """An empty lane that may still receive an earlier record (starts its idle clock)."""
         if self.behind:
             return True
         if max_idle <= 0:
             return False
-        return self.empty_since is None or now - self.empty_since < max_idle
+        if self.waiting_since is None:
+            self.waiting_since = now
+        return now - self.waiting_since < max_idle
 
 
 def merge_ready(
@@ -54,15 +61,15 @@ def merge_ready(
         best: Lane[R] | None = None
         best_key: tuple[int, int, int] | None = None
         for lane in lanes:
-            if not lane.records:
-                if lane.blocks(now, max_idle):
-                    return out
-                continue
-            ts, offset = key(lane.records[0])
-            k = (ts, lane.rank, offset)
-            if best_key is None or k < best_key:
-                best, best_key = lane, k
+            if lane.records:
+                ts, offset = key(lane.records[0])
+                k = (ts, lane.rank, offset)
+                if best_key is None or k < best_key:
+                    best, best_key = lane, k
         if best is None:
+            return out
+        # every empty lane is asked (no short-circuit): each starts its idle clock now
+        if any([lane.blocks(now, max_idle) for lane in lanes if not lane.records]):
             return out
         out.append(best.records.popleft())
     return out

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import IllegalOperation, KafkaError
 
 from streams import metrics
 from streams.engine.merge import Lane, merge_ready
@@ -77,18 +78,13 @@ class PartitionTask:
     # -- input ----------------------------------------------------------------------------
 
     def buffer(self, topic: str, records: list[Any]) -> None:
-        lane = self.lanes[self.short[topic]]
-        lane.records.extend(records)
-        lane.empty_since = None
+        self.lanes[self.short[topic]].add(records)
 
     def buffered(self, topic: str) -> int:
         return len(self.lanes[self.short[topic]].records)
 
-    def note_lag(self, topic: str, behind: bool, now: float) -> None:
-        lane = self.lanes[self.short[topic]]
-        lane.behind = behind
-        if not lane.records and not behind and lane.empty_since is None:
-            lane.empty_since = now
+    def note_lag(self, topic: str, behind: bool) -> None:
+        self.lanes[self.short[topic]].behind = behind
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -97,6 +93,16 @@ class PartitionTask:
         ready = merge_ready(self._lanes, _ts, now, self.max_idle)
         if not ready:
             return 0
+        try:
+            await self._decide(ready, now_ms)
+        except Exception as exc:
+            # a producer that was fenced, or whose transaction failed, refuses sends
+            if isinstance(exc, KafkaError | IllegalOperation):
+                raise TransactionFailed(f"partition {self.partition}: {exc!r}") from exc
+            raise
+        return len(ready)
+
+    async def _decide(self, ready: list[Any], now_ms: int) -> None:
         if not self.in_txn:
             await self.producer.begin_transaction()
             self.in_txn = True
@@ -148,7 +154,6 @@ class PartitionTask:
         for topic in {self.short[rec.topic] for rec in ready}:
             metrics.child(metrics.PROCESSING_SECONDS, topic).observe(per_record)
         self.decided += len(ready)
-        return len(ready)
 
     # -- committing -----------------------------------------------------------------------
 

@@ -63,13 +63,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     # -- rebalances -----------------------------------------------------------------------
 
+    def _partitions(self, tps: set[TP]) -> set[int]:
+        # input partition numbers only: the group also assigns Faust's assignor topic
+        inputs = self.engine.input_topics
+        return {tp.partition for tp in tps if tp.topic in inputs}
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        await self.engine.revoke({tp.partition for tp in revoked})
+        await self.engine.revoke(self._partitions(revoked))
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         await super().on_partitions_assigned(assigned, generation_id)
-        self.engine.assign({tp.partition for tp in assigned})
+        self.engine.assign(self._partitions(assigned))
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -78,21 +83,30 @@ class BatchConsumer(faust_aiokafka.Consumer):
         engine.inputs = self
         monitor: Any = self.app.monitor
         received = self.app.faust_metrics.messages_received  # type: ignore[attr-defined]
+        per_topic = self.app.faust_metrics.messages_received_per_topics  # type: ignore[attr-defined]
+        received_per_topic: dict[str, Any] = {}  # topic -> label child, resolved once
+        # an input held back by an idle lane is looked at again before its deadline
+        poll = min(0.05, engine.cfg.max_idle / 2) if engine.cfg.max_idle > 0 else 0.05
         stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set
         try:
             while not (stopped() or fetcher_stopped()):
                 active = engine.fetchable() & self._get_active_partitions()
                 if not active or not self.flow_active:
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(poll)
                     records: Any = {}
                 else:
-                    records = await self._getmany(active, timeout=0.05)
+                    records = await self._getmany(active, timeout=poll)
                 n = sum(len(rs) for rs in records.values())
                 if n:
                     received.inc(n)
-                    for tp in records:
+                    for tp, rs in records.items():
                         monitor.track_tp_end_offset(tp, self.highwater(tp))
+                        topic_received = received_per_topic.get(tp.topic)
+                        if topic_received is None:
+                            topic_received = per_topic.labels(topic=tp.topic)
+                            received_per_topic[tp.topic] = topic_received
+                        topic_received.inc(len(rs))
                 # shielded: a rebalance may cancel the fetcher; a batch is never half decided
                 await asyncio.shield(engine.process(records))
         except self.consumer_stopped_errors:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -139,13 +138,6 @@ def test_the_idle_clock_starts_when_the_lane_first_holds_others_up_and_resets_on
     assert lanes[0].waiting_since == 15.0 and [r.ts for r in left(lanes)] == [9]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="merge_ready checks blocking lanes with a short-circuiting any(): a second empty "
-    "caught-up lane starts its idle clock only when the first stops blocking, so two empty "
-    "lanes hold the others up for 2 x max_idle (Kafka Streams starts every empty partition's "
-    "deadline in the same pass)",
-)
 def test_two_empty_caught_up_lanes_wait_max_idle_together_not_one_after_the_other() -> None:
     lanes = lanes_of([[], [], [1]])
     lanes[0].behind = lanes[1].behind = False
