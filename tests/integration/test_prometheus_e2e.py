@@ -135,6 +135,11 @@ async def test_prometheus_sees_what_was_sent(make_worker, prometheus) -> None:
     for (source_class, kind), fen in exp.fee_fen_by_class_kind.items():
         expr = f'livecommerce_fee_fen_total{{source_class="{source_class}",kind="{kind}"}}'
         assert scalar_sum(base, expr) == fen, (source_class, kind)
+    # Faust's per-topic counter (a dashboard panel) is fed by the batch consumer, batch by batch
+    # together with faust_messages_received_total
+    per_topic = scalar_sum(base, "faust_messages_received_per_topic_total")
+    assert per_topic >= total
+    assert per_topic == scalar_sum(base, "faust_messages_received_total")
 
     # Rules evaluate every second; rates over [1m] need two samples, which we now have.
     await asyncio.sleep(3)

@@ -106,11 +106,12 @@ def test_dockerfile_runs_as_non_root() -> None:
 def test_dockerfile_runtime_settings() -> None:
     stage = final_stage()
     env = " ".join(a for i, a in stage if i == "ENV")
-    assert "STREAMS_SCHEMA_DIR=/app/schemas" in env
+    # the installed package carries the schemas (streams.schemas): no folder, no override
+    assert "STREAMS_SCHEMA_DIR" not in env
+    assert not any(i == "COPY" and "schemas" in a for i, a in stage)
     assert "STREAMS_DATA_DIR=/var/lib/live-commerce-streams" in env
     assert f"STREAMS_WEB_PORT={WEB_PORT}" in env
     assert ("WORKDIR", "/app") in stage
-    assert ("COPY", "schemas/ /app/schemas/") in stage
     assert ("EXPOSE", str(WEB_PORT)) in stage
     (healthcheck,) = [a for i, a in stage if i == "HEALTHCHECK"]
     assert "urllib" in healthcheck and "/livez" in healthcheck
@@ -135,6 +136,22 @@ def test_dockerfile_copies_what_the_build_needs() -> None:
     assert "pyproject.toml" in sources
     assert any(s.rstrip("/") == "streams" for s in sources)
     assert any(s.rstrip("/") == "schemas" for s in sources)
+    # `pip install .` needs schemas/ (pyproject maps it to the package streams.schemas): it is
+    # copied into the build stage, beside streams/, before the install runs
+    build = dockerfile_stages()[0][1]
+    install = next(n for n, (i, a) in enumerate(build) if i == "RUN" and "pip install ." in a)
+    copied = {
+        src.rstrip("/"): n
+        for n, (i, a) in enumerate(build)
+        if i == "COPY" and "--from=" not in a
+        for src in shlex.split(a)[:-1]
+    }
+    workdir = [a for i, a in build[:install] if i == "WORKDIR"][-1]
+    for needed in ("pyproject.toml", "streams", "schemas"):
+        assert copied.get(needed, install) < install, f"{needed} is not copied before pip install"
+    assert ("COPY", "schemas/ ./schemas/") in build, "schemas/ must land beside streams/"
+    assert ("COPY", "streams/ ./streams/") in build
+    assert workdir == "/src"
     readme = tomllib.loads((REPO / "pyproject.toml").read_text())["project"].get("readme")
     if isinstance(readme, str):
         assert readme in sources, f"pyproject's readme {readme} is not copied: the build needs it"

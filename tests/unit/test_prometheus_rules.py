@@ -26,6 +26,8 @@ REQUIRED_ALERTS = {
     "LiveCommerceDeadLetters",
     "LiveCommerceRejectionRateSpike",
     "LiveCommerceDecisionLatencyHigh",
+    "LiveCommerceProducerSendErrors",
+    "LiveCommercePartitionsNotReady",
 }
 REQUIRED_RECORDS = {
     "livecommerce:events:rate1m",
@@ -146,6 +148,16 @@ def test_worker_down_alert_covers_down_and_absent_targets() -> None:
     expr = {r["alert"]: r for r in rules(ALERTS)}["LiveCommerceWorkerDown"]["expr"]
     assert f'up{{job="{JOB}"}} == 0' in expr
     assert f'absent(up{{job="{JOB}"}})' in expr
+
+
+def test_send_errors_alert_counts_partition_resets() -> None:
+    """The engine's transactional producers are not Faust's: a failed send aborts the
+    partition's transaction and resets it, and faust_total_error_messages_sent_total stays 0."""
+    alerts = {r["alert"]: r for r in rules(ALERTS)}
+    assert "livecommerce_partition_resets_total" in alerts["LiveCommerceProducerSendErrors"]["expr"]
+    not_ready = alerts["LiveCommercePartitionsNotReady"]
+    assert "livecommerce_partitions_not_ready" in not_ready["expr"]
+    assert _seconds(not_ready["for"]) == 300
 
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
