@@ -44,7 +44,9 @@ class Inputs(Protocol):
     """What the engine needs of the group's consumer (Faust's, in the worker)."""
 
     def behind(self, tp: TopicPartition) -> bool: ...
-    async def seek_to(self, offsets: dict[TopicPartition, int | None]) -> None: ...
+    async def seek_to(
+        self, offsets: dict[TopicPartition, int | None]
+    ) -> dict[TopicPartition, int]: ...
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ class Engine:
             tps = [TopicPartition(cfg.prefix + t, p) for p in partitions for t in INPUT_TOPICS]
             committed = await self._committed(tps)
             assert self.inputs is not None
-            await self.inputs.seek_to(committed)
+            positions = await self.inputs.seek_to(committed)
         except BaseException:
             for pr in producers.values():
                 with contextlib.suppress(Exception):
@@ -202,6 +204,7 @@ class Engine:
                 max_idle=cfg.max_idle,
                 trace=cfg.trace,
             )
+            tasks[p].expect({tp.topic: o for tp, o in positions.items() if tp.partition == p})
         log.info("partitions %s ready", sorted(partitions))
         return tasks
 

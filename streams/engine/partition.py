@@ -66,6 +66,8 @@ class PartitionTask:
         self.short = {tp.topic: t for t, tp in self.tps.items()}
         self.lanes = {t: Lane[Any](rank) for rank, t in enumerate(INPUT_TOPICS)}
         self._lanes = list(self.lanes.values())
+        self.expected: dict[str, int] = {}
+        """Per input topic (as named): the offset the next fetched record should have."""
         self.next_offsets: dict[TopicPartition, int] = {}
         """Input positions to commit: one past the last record decided."""
         self.sent: list[asyncio.Future[Any]] = []
@@ -77,7 +79,21 @@ class PartitionTask:
 
     # -- input ----------------------------------------------------------------------------
 
+    def expect(self, positions: dict[str, int]) -> None:
+        """Where each input was sought to: records before it are stale (fetched before)."""
+        self.expected.update(positions)
+
     def buffer(self, topic: str, records: list[Any]) -> None:
+        expected = self.expected.get(topic)
+        if expected is not None and records[0].offset != expected:
+            if records[0].offset < expected:
+                records = [r for r in records if r.offset >= expected]
+                if not records:
+                    return
+            if records[0].offset > expected:
+                log.warning("%s/%d: records %d..%d were not delivered (or are transaction "
+                            "markers)", topic, self.partition, expected, records[0].offset - 1)
+        self.expected[topic] = records[-1].offset + 1
         self.lanes[self.short[topic]].add(records)
 
     def buffered(self, topic: str) -> int:
@@ -91,6 +107,11 @@ class PartitionTask:
     async def run(self, now: float, now_ms: int) -> int:
         """Decide what the merge allows; returns how many records were decided."""
         ready = merge_ready(self._lanes, _ts, now, self.max_idle)
+        if self.trace and ready:
+            log.info(
+                "trace partition %d: taking %d; lanes left %s", self.partition, len(ready),
+                [(len(lane.records), lane.behind) for lane in self._lanes],
+            )
         if not ready:
             return 0
         try:

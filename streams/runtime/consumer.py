@@ -37,8 +37,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         unknown (before the first fetch response after an assignment or seek)."""
         state = self._aiokafka_state(tp)
         if state is None or not state.has_valid_position or state.lso is None:
-            return True
-        return bool(state.position < state.lso)
+            behind = True
+        else:
+            behind = bool(state.position < state.lso)
+        if self.engine.cfg.trace:
+            log.info("trace lag %s: position %s lso %s -> behind %s", tp,
+                     state and state.has_valid_position and state.position,
+                     state and state.lso, behind)
+        return behind
 
     def _aiokafka_state(self, tp: TopicPartition) -> Any:
         # aiokafka answers position() only as a coroutine in the consumer's own thread; its
@@ -48,13 +54,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
             return None
         return consumer._subscription.subscription.assignment.state_value(tp)
 
-    async def seek_to(self, offsets: dict[TopicPartition, int | None]) -> None:
-        """Input partitions to their committed offsets (None: the log's beginning)."""
+    async def seek_to(self, offsets: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
+        """Input partitions to their committed offsets (None: the log's beginning); returns
+        where each will be read from."""
         start = [tp for tp, o in offsets.items() if o is None]
         earliest = await self.earliest_offsets(*(TP(tp.topic, tp.partition) for tp in start))
+        targets = {}
         for tp, offset in offsets.items():
             target = offset if offset is not None else earliest[TP(tp.topic, tp.partition)]
             await self.seek(TP(tp.topic, tp.partition), target)
+            targets[tp] = target
+        return targets
 
     # -- commits are the engine's ---------------------------------------------------------
 
