@@ -63,7 +63,10 @@ def build_app(settings: Settings, policy: Policy) -> StreamsApp:
         # a fresh group joins in seconds rather than ~30 s with the 60 s default
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
-        broker_max_poll_records=10_000,
+        broker_max_poll_records=50_000,
+        # a sparse input (tasks) holds the merge up whenever its lane runs dry before the
+        # next fetch: fewer, larger fetches per partition keep the lanes fed
+        consumer_max_fetch_size=8 * 1024 * 1024,
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,

@@ -33,14 +33,15 @@ class StateReader(Protocol):
     def get(self, store: str, key: str) -> Any: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InputRecord:
     """What the step reads of a Kafka record; `topic` is the unprefixed input topic."""
 
     topic: str
     partition: int
     offset: int
-    timestamp_ms: int | None
+    timestamp: int | None
+    """The record timestamp, ms (aiokafka's ConsumerRecord calls it so too)."""
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = ()
@@ -76,9 +77,9 @@ def home_partition(anchor_id: str, partitions: int) -> int:
     return (murmur2(anchor_id.encode()) & 0x7FFFFFFF) % partitions
 
 
-def dead_letter_key(record: InputRecord) -> str:
+def dead_letter_key(record: InputRecord, topic: str | None = None) -> str:
     """Dead letters have no event id; they are deduplicated by position."""
-    return f"dead/{record.topic}/{record.partition}/{record.offset}"
+    return f"dead/{topic or record.topic}/{record.partition}/{record.offset}"
 
 
 class RecordStep:
@@ -94,20 +95,27 @@ class RecordStep:
         """Topic prefix, for the dead letters' `source_topic` header (the topic as named)."""
 
     def __call__(self, record: InputRecord, state: StateReader, now_ms: int) -> StepResult:
+        return self.decide(record.topic, record, state, now_ms)
+
+    def decide(self, topic: str, record: Any, state: StateReader, now_ms: int) -> StepResult:
+        """`record` is anything with InputRecord's fields (a consumer record: its `topic` is
+        then the prefixed name, so the unprefixed one comes separately)."""
         try:
-            event: Any = self.decoders[record.topic](record.value)
+            event: Any = self.decoders[topic](record.value)
         except DecodeError as exc:
-            return self._dead_letter(record, state, str(exc), now_ms)
+            return self._dead_letter(topic, record, state, str(exc), now_ms)
         except Exception as exc:  # e.g. jsonschema-rs failing on a deeply nested value
             return self._dead_letter(
-                record, state, f"undecodable: {type(exc).__name__}: {exc}", now_ms
+                topic, record, state, f"undecodable: {type(exc).__name__}: {exc}", now_ms
             )
         anchor = event.anchor_id
         mismatch = record.key is None or record.key != anchor.encode()
         home = home_partition(anchor, self.partitions)
         if home != record.partition:
-            return StepResult("rerouted", [_reroute(record, anchor, home)], key_mismatch=mismatch)
-        seen_key = f"{record.topic}/{event.event_id}"
+            return StepResult(
+                "rerouted", [_reroute(topic, record, anchor, home)], key_mismatch=mismatch
+            )
+        seen_key = f"{topic}/{event.event_id}"
         if state.get(SEEN, seen_key) is not None:
             return StepResult("duplicate", key_mismatch=mismatch)
         task_key, charge_key = needed_keys(event)
@@ -121,15 +129,13 @@ class RecordStep:
                     charge=ChargeState.from_json(charge) if charge else None,
                 ),
                 self.policy,
-                record_ms=record.timestamp_ms,
+                record_ms=record.timestamp,
                 now_ms=now_ms,
             )
         except Exception as exc:  # a bug must not stall the partition; the record is kept
-            log.exception(
-                "decision failed for %s/%s@%s", record.topic, record.partition, record.offset
-            )
+            log.exception("decision failed for %s/%s@%s", topic, record.partition, record.offset)
             return self._dead_letter(
-                record, state, f"internal error: {type(exc).__name__}: {exc}", now_ms
+                topic, record, state, f"internal error: {type(exc).__name__}: {exc}", now_ms
             )
         result = StepResult(d.outcome, decision=d, key_mismatch=mismatch)
         if d.task is not None and task_key:
@@ -147,15 +153,15 @@ class RecordStep:
         return result
 
     def _dead_letter(
-        self, record: InputRecord, state: StateReader, error: str, now_ms: int
+        self, topic: str, record: Any, state: StateReader, error: str, now_ms: int
     ) -> StepResult:
         # A record read again before its offset is committed must not be dead-lettered twice.
-        seen_key = dead_letter_key(record)
+        seen_key = dead_letter_key(record, topic)
         if state.get(SEEN, seen_key) is not None:
             return StepResult("duplicate")
         headers = (
             ("error", error.encode("utf-8", "replace")),
-            ("source_topic", (self.prefix + record.topic).encode()),
+            ("source_topic", (self.prefix + topic).encode()),
             ("source_partition", str(record.partition).encode()),
             ("source_offset", str(record.offset).encode()),
         )
@@ -167,13 +173,11 @@ class RecordStep:
         )
 
 
-def _reroute(record: InputRecord, anchor: str, home: int) -> Output:
+def _reroute(topic: str, record: Any, anchor: str, home: int) -> Output:
     """The original bytes, keyed by anchor, to the anchor's partition; that copy is decided."""
-    headers = [(k, v) for k, v in record.headers if k != "rerouted_from"]
+    headers = [(k, v) for k, v in (record.headers or ()) if k != "rerouted_from"]
     headers.append(("rerouted_from", f"{record.partition}:{record.offset}".encode()))
-    return Output(
-        record.topic, anchor.encode(), record.value, tuple(headers), home, record.timestamp_ms
-    )
+    return Output(topic, anchor.encode(), record.value, tuple(headers), home, record.timestamp)
 
 
 __all__ = [

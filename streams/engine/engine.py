@@ -29,7 +29,7 @@ from streams.engine.partition import EXIT_TRANSACTION_FAILED, PartitionTask, Tra
 from streams.engine.restore import restore
 from streams.engine.store import Backend, MemoryBackend, PartitionState, RocksBackend
 from streams.expiry import Expiry
-from streams.names import INPUT_TOPICS
+from streams.names import INPUT_TOPICS, OUTPUT_TOPICS
 from streams.step import SEEN, RecordStep
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,12 @@ class Engine:
                 starting.cancel()
         async with self.lock:
             for p in sorted(revoked & set(self.tasks)):
-                task = self.tasks.pop(p)
+                task = self.tasks[p]
+                if task.committing is not None:
+                    await asyncio.wait([task.committing])  # a failure resets (drops) it
+                if self.tasks.get(p) is not task:
+                    continue
+                del self.tasks[p]
                 try:
                     await self._commit(task)
                 except TransactionFailed as exc:
@@ -169,9 +174,14 @@ class Engine:
         try:
             # 1. fence: the previous owner's open transaction is completed or aborted
             await asyncio.gather(*(pr.start() for pr in producers.values()))
+            any_producer = next(iter(producers.values()))
+            counts = {
+                t: len(await any_producer.partitions_for(t))
+                for t in (cfg.prefix + o for o in OUTPUT_TOPICS)
+            }
             # 2. state as of the last committed transaction
             for p in partitions:
-                states[p] = PartitionState(self._backend_opener(p))
+                states[p] = PartitionState(self._backend_opener(p), mirrored=(SEEN,))
             await restore(self._restore_consumer, states, cfg.changelogs)
             # 3. inputs from the offsets committed with that state
             tps = [TopicPartition(cfg.prefix + t, p) for p in partitions for t in INPUT_TOPICS]
@@ -189,6 +199,7 @@ class Engine:
         tasks = {}
         for p in partitions:
             expiry = Expiry(cfg.dedup_retention_ms)
+            states[p].load_mirrors()
             drop = expiry.rebuild(states[p].items(SEEN), now_ms)
             states[p].forget(SEEN, drop)
             metrics.DEDUP_FORGOTTEN.inc(len(drop))
@@ -202,6 +213,7 @@ class Engine:
                 step=self.step,
                 expiry=expiry,
                 max_idle=cfg.max_idle,
+                partition_counts=counts,
                 trace=cfg.trace,
             )
             tasks[p].expect({tp.topic: o for tp, o in positions.items() if tp.partition == p})
@@ -262,15 +274,27 @@ class Engine:
                     task.buffer(tp.topic, recs)
             inputs = self.inputs
             for p, task in list(self.tasks.items()):
+                if task.committing is not None:
+                    continue  # its transaction is being committed; its records wait
                 if inputs is not None:
                     for tp in task.tps.values():
                         task.note_lag(tp.topic, inputs.behind(tp))
                 try:
                     await task.run(now, now_ms)
-                    if task.commit_due(self.cfg.commit_interval):
-                        await self._commit(task)
-                except (TransactionFailed, Exception) as exc:
+                except Exception as exc:
                     await self._reset(p, task, exc)
+                    continue
+                if task.commit_due(self.cfg.commit_interval):
+                    # in the background: the other partitions go on deciding meanwhile
+                    task.committing = asyncio.ensure_future(self._commit_in_background(p, task))
+
+    async def _commit_in_background(self, p: int, task: PartitionTask) -> None:
+        try:
+            await self._commit(task)
+        except Exception as exc:
+            await self._reset(p, task, exc)
+        finally:
+            task.committing = None
 
     async def _commit(self, task: PartitionTask) -> None:
         started = time.monotonic()
@@ -285,9 +309,11 @@ class Engine:
             _exit(EXIT_INTERNAL_ERROR, f"partition {p}: {exc!r}", exc)
         log.warning("partition %d: %s; restarting it from its last commit", p, exc)
         metrics.PARTITION_RESETS.inc()
-        self.tasks.pop(p, None)
+        if self.tasks.get(p) is not task:
+            return  # revoked meanwhile
+        del self.tasks[p]
         await task.close()
-        if p in self.assigned:
+        if p in self.assigned and p not in self.starting:
             self._start({p})
 
 

@@ -17,10 +17,11 @@ from aiokafka.errors import IllegalOperation, KafkaError
 
 from streams import metrics
 from streams.engine.merge import Lane, merge_ready
+from streams.engine.outbox import Outbox
 from streams.engine.store import PartitionState
 from streams.expiry import Expiry
 from streams.names import INPUT_TOPICS
-from streams.step import SEEN, InputRecord, RecordStep
+from streams.step import SEEN, RecordStep
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class PartitionTask:
         step: RecordStep,
         expiry: Expiry,
         max_idle: float,
+        partition_counts: dict[str, int],
         trace: bool = False,
     ) -> None:
         self.partition = partition
@@ -70,9 +72,13 @@ class PartitionTask:
         """Per input topic (as named): the offset the next fetched record should have."""
         self.next_offsets: dict[TopicPartition, int] = {}
         """Input positions to commit: one past the last record decided."""
-        self.sent: list[asyncio.Future[Any]] = []
+        self.outbox = Outbox(producer, partition_counts)
+        self.changelog_topics = frozenset(changelogs.values())
+        self.store_of = {t: s for s, t in changelogs.items()}
         self.in_txn = False
         self.txn_started = 0.0
+        self.committing: asyncio.Future[None] | None = None
+        """The commit running in the background; the partition decides nothing meanwhile."""
         self.decided = 0
         self.stream_time = -1
         """The largest record timestamp decided so far (Kafka Streams' stream time)."""
@@ -132,45 +138,39 @@ class PartitionTask:
             due = self.expiry.due(now_ms, limit=len(ready) * 4)
             self.state.forget(SEEN, (k for k, v in due if self.state.get(SEEN, k) == v))
             metrics.DEDUP_FORGOTTEN.inc(len(due))
-        step, state, prefix, part = self.step, self.state, self.prefix, self.partition
-        send = self.producer.send
-        sent = self.sent
+        decide, state, prefix, part = self.step.decide, self.state, self.prefix, self.partition
+        add = self.outbox.add
+        remember = self.expiry.remember
         started = time.perf_counter()
+        tally = metrics.Tally()
         for rec in ready:
             topic = self.short[rec.topic]
-            r = step(
-                InputRecord(
-                    topic, part, rec.offset, rec.timestamp, rec.key, rec.value, rec.headers
-                ),
-                state,
-                now_ms,
-            )
+            r = decide(topic, rec, state, now_ms)
             for store, key, value in r.writes:
                 state.put(store, key, value)
                 if store == SEEN:
-                    self.expiry.remember(key, value)
+                    remember(key, value)
             for o in r.outputs:
-                sent.append(
-                    await send(
-                        prefix + o.topic,
-                        value=o.value,
-                        key=o.key,
-                        partition=o.partition,
-                        timestamp_ms=o.timestamp_ms,
-                        headers=list(o.headers) or None,
-                    )
+                await add(
+                    prefix + o.topic,
+                    o.key,
+                    o.value,
+                    partition=o.partition,
+                    timestamp_ms=o.timestamp_ms,
+                    headers=o.headers,
                 )
             if rec.timestamp < self.stream_time:
                 metrics.child(metrics.LATE_RECORDS, topic).inc()
             else:
                 self.stream_time = rec.timestamp
             self.next_offsets[self.tps[topic]] = rec.offset + 1
-            metrics.observe_result(topic, r, now_ms)
+            tally.result(topic, r, now_ms)
             if self.trace:
                 log.info(
                     "trace %s/%s@%s ts=%s %s", rec.topic, part, rec.offset, rec.timestamp,
                     r.outcome,
                 )
+        tally.flush()
         per_record = (time.perf_counter() - started) / len(ready)
         for topic in {self.short[rec.topic] for rec in ready}:
             metrics.child(metrics.PROCESSING_SECONDS, topic).observe(per_record)
@@ -187,19 +187,25 @@ class PartitionTask:
         if not self.in_txn:
             return {}
         encoded = list(self.state.pending())
-        last: dict[str, asyncio.Future[Any]] = {}
+        outbox = self.outbox
         try:
             for store, key, value in encoded:
-                fut = await self.producer.send(
-                    self.changelogs[store], value=value, key=key.encode(), partition=self.partition
+                await outbox.add(
+                    self.changelogs[store], key.encode(), value, partition=self.partition
                 )
-                self.sent.append(fut)
-                last[store] = fut
-            results = await asyncio.gather(*self.sent, return_exceptions=True)
+            changelog_counts = {
+                (t, p): b.record_count() for (t, p), b in outbox.builders.items()
+                if t in self.changelog_topics
+            }
+            last = {
+                where: fut for where, fut in (await outbox.flush()).items()
+                if where in changelog_counts
+            }
+            results = await asyncio.gather(*outbox.sent, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 raise TransactionFailed(
-                    f"partition {self.partition}: {len(failed)} of {len(results)} records "
+                    f"partition {self.partition}: {len(failed)} of {len(results)} batches "
                     f"were not written ({failed[0]!r})"
                 )
             offsets = dict(self.next_offsets)
@@ -211,9 +217,15 @@ class PartitionTask:
         except Exception as exc:
             raise TransactionFailed(f"partition {self.partition}: {exc!r}") from exc
         finally:
-            self.sent = []
+            outbox.clear()
             self.in_txn = False
-        self.state.commit(encoded, {s: f.result().offset for s, f in last.items()})
+        self.state.commit(
+            encoded,
+            {
+                self.store_of[t]: f.result().offset + changelog_counts[(t, p)] - 1
+                for (t, p), f in last.items()
+            },
+        )
         return offsets
 
     async def close(self) -> None:

@@ -102,12 +102,24 @@ def _k(store: str, key: str) -> bytes:
 
 
 class PartitionState:
-    """Three named maps (see `streams.step.STORES`) of JSON values, with pending writes."""
+    """Three named maps (see `streams.step.STORES`) of JSON values, with pending writes.
 
-    def __init__(self, open_backend: Callable[[], Backend]) -> None:
+    A store named in `mirrored` is also held in memory once `load_mirrors()` ran (the dedup
+    ids: every record looks one up and most are not there, and the dedup expiry keeps each id
+    in memory anyway), so its reads never reach RocksDB.
+    """
+
+    def __init__(
+        self, open_backend: Callable[[], Backend], mirrored: tuple[str, ...] = ()
+    ) -> None:
         self._open = open_backend
         self.backend = open_backend()
         self._pending: dict[str, dict[str, Any]] = {s: {} for s in STORES}
+        self._mirrored = mirrored
+        self._mirror: dict[str, dict[str, Any]] = {}
+
+    def load_mirrors(self) -> None:
+        self._mirror = {store: dict(self.items(store)) for store in self._mirrored}
 
     # -- the open transaction --------------------------------------------------------------
 
@@ -115,6 +127,9 @@ class PartitionState:
         pending = self._pending[store]
         if key in pending:
             return pending[key]
+        mirror = self._mirror.get(store)
+        if mirror is not None:
+            return mirror.get(key)
         raw = self.backend.get(_k(store, key))
         return None if raw is None else orjson.loads(raw)
 
@@ -138,6 +153,12 @@ class PartitionState:
         puts = [(_k(store, key), value) for store, key, value in encoded]
         puts.extend((_k(_OFFSET, s), str(o).encode()) for s, o in offsets.items())
         self.backend.write(puts)
+        for store, mirror in self._mirror.items():
+            for key, value in self._pending[store].items():
+                if value is None:
+                    mirror.pop(key, None)
+                else:
+                    mirror[key] = value
         self.discard()
 
     def discard(self) -> None:
@@ -158,6 +179,7 @@ class PartitionState:
         puts: list[tuple[bytes, bytes | None]] = [(prefix + k, v) for k, v in records]
         puts.append((_k(_OFFSET, store), str(last).encode()))
         self.backend.write(puts)
+        self._mirror.pop(store, None)  # stale: load_mirrors() again after restoring
 
     def items(self, store: str) -> Iterator[tuple[str, Any]]:
         prefix = f"{store}|".encode()
@@ -167,11 +189,17 @@ class PartitionState:
 
     def forget(self, store: str, keys: Iterable[str]) -> None:
         """Drop keys from the local store only (their changelog forgets them by retention)."""
+        keys = list(keys)
         self.backend.write((_k(store, key), None) for key in keys)
+        mirror = self._mirror.get(store)
+        if mirror is not None:
+            for key in keys:
+                mirror.pop(key, None)
 
     def wipe(self) -> None:
         """The local store is not a prefix of the changelogs (e.g. they were recreated)."""
         self.discard()
+        self._mirror = {}
         self.backend.destroy()
         self.backend = self._open()
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
+import aiokafka
 from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -21,9 +22,16 @@ from streams.engine.engine import EXIT_INTERNAL_ERROR, Engine, _exit
 
 log = logging.getLogger(__name__)
 
+FETCH_MAX_WAIT_MS = 100
+"""How long the broker may hold a fetch with no data: bounds how long a fetch in flight for
+caught-up partitions can delay the next fetch of a busy one."""
+
 
 class BatchConsumer(faust_aiokafka.Consumer):
     """Registered through `StreamsTransport` (Faust's transport extension point)."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     @property
     def engine(self) -> Engine:
@@ -127,6 +135,42 @@ class BatchConsumer(faust_aiokafka.Consumer):
             raise
         except Exception as exc:
             _exit(EXIT_INTERNAL_ERROR, f"the batch loop failed: {exc!r}", exc)
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """The consumer the group runs in Faust's consumer thread, configured for batches.
+
+    Faust's own builder reads committed records only under its exactly-once setting (which the
+    engine replaces) and long-polls fetches for 1.5 s: a fetch in flight for caught-up
+    partitions then holds up the next fetch of a partition the merge is waiting for.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        conf = self.app.conf
+        return aiokafka.AIOKafkaConsumer(
+            client_id=conf.broker_client_id,
+            group_id=conf.id,
+            group_instance_id=conf.consumer_group_instance_id,
+            bootstrap_servers=faust_aiokafka.server_list(transport.url, transport.default_port),
+            partition_assignment_strategy=[self.app.assignor],
+            enable_auto_commit=False,
+            auto_offset_reset=conf.consumer_auto_offset_reset,
+            max_poll_records=conf.broker_max_poll_records,
+            max_poll_interval_ms=int((conf.broker_max_poll_interval or 0) * 1000.0),
+            max_partition_fetch_bytes=conf.consumer_max_fetch_size,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
+            check_crcs=conf.broker_check_crcs,
+            session_timeout_ms=int(conf.broker_session_timeout * 1000.0),
+            rebalance_timeout_ms=int(conf.broker_rebalance_timeout * 1000.0),
+            heartbeat_interval_ms=int(conf.broker_heartbeat_interval * 1000.0),
+            isolation_level="read_committed",
+            metadata_max_age_ms=conf.consumer_metadata_max_age_ms,
+            connections_max_idle_ms=conf.consumer_connections_max_idle_ms,
+            **faust_aiokafka.credentials_to_aiokafka_auth(
+                conf.broker_credentials, conf.ssl_context
+            ),
+        )
 
 
 class StreamsTransport(faust_aiokafka.Transport):

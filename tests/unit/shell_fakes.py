@@ -14,7 +14,7 @@ from streams.codec import INPUTS, Decoder, load_validators
 from streams.engine.partition import PartitionTask
 from streams.engine.store import MemoryBackend, PartitionState
 from streams.expiry import Expiry
-from streams.names import CHANGELOGS
+from streams.names import CHANGELOGS, OUTPUT_TOPICS
 from streams.policy import Policy, load_policy
 from streams.step import STORES, InputRecord, RecordStep, StepResult, home_partition
 
@@ -97,6 +97,25 @@ class Sent:
     txn: int
 
 
+class FakeBatch:
+    """aiokafka's BatchBuilder as the worker uses it: append, record_count."""
+
+    def __init__(self, capacity: int = 1_000) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes | None, bytes | None, int | None, Any]] = []
+
+    def append(
+        self, *, timestamp: int | None, key: bytes | None, value: bytes | None, headers: Any = ()
+    ) -> object | None:
+        if len(self.records) >= self.capacity:
+            return None
+        self.records.append((key, value, timestamp, headers))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
 class FakeProducer:
     """A transactional producer that records everything; `fail_topics` make their sends fail
     (the future, not the call, as aiokafka reports a batch the broker rejected)."""
@@ -135,6 +154,26 @@ class FakeProducer:
             fut.set_result(Metadata(topic, p, offset))
         return fut
 
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(
+        self, batch: FakeBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Metadata]:
+        """The batch API the worker uses: one future per batch, its base offset."""
+        base = self._next[(topic, partition)]
+        for key, value, ts, headers in batch.records:
+            await self.send(topic, value, key, partition, ts, list(headers) or None)
+        fut: asyncio.Future[Metadata] = asyncio.get_running_loop().create_future()
+        if topic in self.fail_topics:
+            fut.set_exception(RuntimeError(f"broker rejected a batch of {topic}"))
+        else:
+            fut.set_result(Metadata(topic, partition, base))
+        return fut
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(PARTITIONS))
+
     async def send_offsets_to_transaction(
         self, offsets: dict[TopicPartition, int], group_id: str
     ) -> None:
@@ -157,9 +196,9 @@ class RecordingStep(RecordStep):
         super().__init__(*args, **kw)
         self.decided: list[tuple[str, int, str]] = []
 
-    def __call__(self, record: InputRecord, state: Any, now_ms: int) -> StepResult:
-        r = super().__call__(record, state, now_ms)
-        self.decided.append((record.topic, record.offset, r.outcome))
+    def decide(self, topic: str, record: Any, state: Any, now_ms: int) -> StepResult:
+        r = super().decide(topic, record, state, now_ms)
+        self.decided.append((topic, record.offset, r.outcome))
         return r
 
 
@@ -182,4 +221,5 @@ def partition_task(
         step=RecordingStep(POLICY, DECODERS, PARTITIONS, prefix),
         expiry=expiry if expiry is not None else Expiry(POLICY.dedup_retention_ms),
         max_idle=max_idle,
+        partition_counts={f"{prefix}{t}": PARTITIONS for t in OUTPUT_TOPICS},
     )

@@ -33,7 +33,7 @@ def run(case: Case) -> list[Output]:
     for by_topic in lanes.values():
         state = DictState()  # one partition number's state
         ready = merge_ready(
-            list(by_topic.values()), lambda r: (r.timestamp_ms or 0, r.offset), 0.0, 0.0
+            list(by_topic.values()), lambda r: (r.timestamp or 0, r.offset), 0.0, 0.0
         )
         assert not any(lane.records for lane in by_topic.values())
         for record in ready:

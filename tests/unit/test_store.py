@@ -131,3 +131,24 @@ def test_wipe_empties_and_reopens(opener: Opener) -> None:
     st.commit(list(st.pending()), {TASKS: 0})
     assert dict(st.items(TASKS)) == {"t3": 3}
     st.close()
+
+
+def test_a_mirrored_store_answers_from_memory_and_follows_commits_forgets_and_restores(
+    opener: Opener,
+) -> None:
+    st = PartitionState(opener, mirrored=(SEEN,))
+    st.put(SEEN, "orders/e1", 5)
+    st.commit(list(st.pending()), {SEEN: 0})
+    st.load_mirrors()
+    st.backend.write([(b"seen|orders/e1", None)])  # behind the mirror's back: not read again
+    assert st.get(SEEN, "orders/e1") == 5
+    st.put(SEEN, "orders/e2", 6)
+    st.commit(list(st.pending()), {SEEN: 1})
+    assert st.get(SEEN, "orders/e2") == 6  # committed writes reach the mirror
+    st.forget(SEEN, ["orders/e2"])
+    assert st.get(SEEN, "orders/e2") is None
+    st.restore(SEEN, [(b"orders/e3", b"7")], last=2)
+    assert st.get(SEEN, "orders/e3") == 7  # a restore drops the mirror: reads go to the store
+    st.load_mirrors()
+    assert st.get(SEEN, "orders/e3") == 7 and st.get(SEEN, "orders/e1") is None
+    st.close()
