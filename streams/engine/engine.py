@@ -150,7 +150,7 @@ class Engine:
                 raise
             except Exception as exc:
                 if time.monotonic() > deadline:
-                    _exit(
+                    exit_now(
                         EXIT_TRANSACTION_FAILED,
                         f"partitions {sorted(wanted)} could not be set up within "
                         f"{self.cfg.recovery_timeout:.0f}s: {exc!r}",
@@ -306,7 +306,7 @@ class Engine:
 
     async def _reset(self, p: int, task: PartitionTask, exc: BaseException) -> None:
         if not isinstance(exc, TransactionFailed) and not _is_kafka_error(exc):
-            _exit(EXIT_INTERNAL_ERROR, f"partition {p}: {exc!r}", exc)
+            exit_now(EXIT_INTERNAL_ERROR, f"partition {p}: {exc!r}", exc)
         log.warning("partition %d: %s; restarting it from its last commit", p, exc)
         metrics.PARTITION_RESETS.inc()
         if self.tasks.get(p) is not task:
@@ -323,7 +323,7 @@ def _is_kafka_error(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError | IllegalOperation | OSError | asyncio.TimeoutError)
 
 
-def _exit(code: int, message: str, exc: BaseException | None = None) -> None:
+def exit_now(code: int, message: str, exc: BaseException | None = None) -> None:
     """Stop now, for the supervisor to restart: what was not committed is aborted by the next
     owner and decided again from the committed offsets and state."""
     log.critical("exiting (%d): %s", code, message, exc_info=exc)

@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams.engine.engine import EXIT_INTERNAL_ERROR, Engine, _exit
+from streams.engine.engine import EXIT_INTERNAL_ERROR, Engine, exit_now
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            _exit(EXIT_INTERNAL_ERROR, f"the batch loop failed: {exc!r}", exc)
+            exit_now(EXIT_INTERNAL_ERROR, f"the batch loop failed: {exc!r}", exc)
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -94,3 +94,29 @@ async def test_three_arrival_orders_give_identical_outputs(make_worker: Any) -> 
     assert results[0]["fees"] == results[1]["fees"] == results[2]["fees"]
     assert len(results[0]["fees"]) == 2 * N_ANCHORS
     assert results[0]["rejections"] == results[1]["rejections"] == results[2]["rejections"] == []
+
+
+async def test_restart_with_lag_where_tasks_arrived_after_their_sales(make_worker) -> None:
+    """Half the anchors are decided live; the worker stops; the other half's sales and then
+    their tasks reach the log while it is down; the restarted worker catches up in event time."""
+    events = backlog_events()
+    half = N_ANCHORS // 2
+    w: Worker = make_worker()
+    w.start()
+    p = w.prefix
+
+    def records(kind: str, anchors: slice) -> list[tuple]:
+        per = 1 if kind == "tasks" else 3
+        chosen = events[kind][anchors.start * per : anchors.stop * per]
+        return [event_record(p + t, e, ev.ts(e)) for t, e in chosen]
+
+    await produce(records("tasks", slice(0, half)) + records("sales", slice(0, half)))
+    await wait_metric(w, "livecommerce_events_total", half, topic="cart-adds")
+    assert w.stop() == 0
+    await produce(records("sales", slice(half, N_ANCHORS)))
+    await produce(records("tasks", slice(half, N_ANCHORS)))
+    w.start()
+    fees = await consume_all([p + "fees"], until=lambda rs: len(rs) >= 2 * N_ANCHORS)
+    rejections = await consume_all([p + "rejections"], idle=1.0)
+    assert rejections == []
+    assert sorted(f.json()["fee_fen"] for f in fees) == [1_000] * N_ANCHORS + [2_000] * N_ANCHORS
