@@ -1,9 +1,9 @@
 """The raw loop: what the worker's job costs with nothing but aiokafka around the same core.
 
-One consumer (getmany, manual commits), the worker's decoding (`streams.codec.Decoder`), the same
-routing and dedup, `streams.policy.decide` over plain dicts (as the reference model keeps them),
-orjson, one producer (acks=all, linger 5 ms). No metrics, no tables with changelogs, no
-transactions: the lean loop a person would write.
+One consumer (getmany, manual commits), the worker's record step (`streams.step.RecordStep`:
+decoding, home partition, dedup, `streams.policy.decide`, the output records) over plain dicts,
+one producer (acks=all, linger 5 ms). No metrics, no changelogs, no transactions: the lean loop a
+person would write around the same core.
 
 Order: the contract's. Fetched records are buffered per input partition; for each partition
 number the loop repeatedly takes, of the three topics' buffered heads, the one with the smallest
@@ -21,12 +21,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from functools import lru_cache
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
 
 from bench.kafka import (
     BOOTSTRAP,
@@ -37,20 +34,30 @@ from bench.kafka import (
     read_outputs,
 )
 from bench.model import Segment, SystemRun
-from streams.codec import DecodeError, Decoder
+from streams.codec import Decoder
 from streams.loadgen.expected import Expected
-from streams.policy import ChargeState, Policy, State, TaskState, decide, needed_keys
+from streams.policy import Policy
+from streams.step import STORES, RecordStep
 
 MAX_RECORDS = 2000
 
 
-@lru_cache(maxsize=1 << 16)
-def _murmur(anchor_id: str) -> int:
-    return murmur2(anchor_id.encode()) & 0x7FFFFFFF
+class DictState:
+    """The baseline's state: one plain dict per store, read by the step as the worker's is."""
+
+    def __init__(self) -> None:
+        self.stores: dict[str, dict[str, Any]] = {store: {} for store in STORES}
+
+    def get(self, store: str, key: str) -> Any:
+        return self.stores[store].get(key)
+
+    def put(self, store: str, key: str, value: Any) -> None:
+        self.stores[store][key] = value
 
 
 class RawLoop:
-    """State and output topics of the baseline; `handle` is the per-record path."""
+    """State and producer of the baseline around the worker's record step; `handle` is the
+    per-record path."""
 
     def __init__(
         self,
@@ -61,78 +68,30 @@ class RawLoop:
         validators: dict[str, Any],
         producer: AIOKafkaProducer,
     ) -> None:
-        self.partitions = partitions
-        self.policy = policy
+        self.prefix = prefix
         self.producer = producer
-        self.decoders = {prefix + t: Decoder(t, validators) for t in INPUT_TOPICS}
+        self.step = RecordStep(
+            policy, {t: Decoder(t, validators) for t in INPUT_TOPICS}, partitions, prefix
+        )
         self.short = {prefix + t: t for t in INPUT_TOPICS}
-        self.t_rejections = prefix + "rejections"
-        self.t_fees = prefix + "fees"
-        self.t_dead = prefix + "dead-letters"
-        self.tasks: dict[str, TaskState] = {}
-        self.charges: dict[str, ChargeState] = {}
-        self.processed: dict[str, int] = {}
+        self.state = DictState()
         self.rerouted = 0
 
-    async def handle(self, msg: Any, futs: list[asyncio.Future[Any]]) -> None:
-        send = self.producer.send
-        try:
-            event: Any = self.decoders[msg.topic](msg.value)
-        except DecodeError as exc:
-            futs.append(await self._dead_letter(msg, str(exc)))
-            return
-        anchor = event.anchor_id
-        home = _murmur(anchor) % self.partitions
-        if home != msg.partition:
+    async def handle(self, msg: Any, now_ms: int, futs: list[asyncio.Future[Any]]) -> None:
+        r = self.step.decide(self.short[msg.topic], msg, self.state, now_ms)
+        put = self.state.put
+        for store, key, value in r.writes:
+            put(store, key, value)
+        if r.outcome == "rerouted":
             self.rerouted += 1
-            origin = f"{msg.partition}:{msg.offset}".encode()
-            headers = [*(msg.headers or ()), ("rerouted_from", origin)]
+        send, prefix = self.producer.send, self.prefix
+        for o in r.outputs:
             futs.append(
                 await send(
-                    msg.topic, msg.value, key=anchor.encode(), partition=home,
-                    timestamp_ms=msg.timestamp, headers=headers,
+                    prefix + o.topic, o.value, key=o.key, partition=o.partition,
+                    timestamp_ms=o.timestamp_ms, headers=list(o.headers) or None,
                 )
             )
-            return
-        seen_key = f"{self.short[msg.topic]}/{event.event_id}"
-        if seen_key in self.processed:
-            return
-        task_key, charge_key = needed_keys(event)
-        state = State(
-            task=self.tasks.get(task_key) if task_key else None,
-            charge=self.charges.get(charge_key) if charge_key else None,
-        )
-        try:
-            d = decide(
-                event, state, self.policy, record_ms=msg.timestamp, now_ms=int(time.time() * 1000)
-            )
-        except Exception as exc:  # as the worker: a record the core cannot decide is kept
-            error = f"internal error: {type(exc).__name__}: {exc}"
-            futs.append(await self._dead_letter(msg, error))
-            return
-        if d.task is not None and task_key:
-            self.tasks[task_key] = d.task
-        if d.charge is not None and charge_key:
-            self.charges[charge_key] = d.charge
-        self.processed[seen_key] = d.t_ms
-        if d.rejection is not None:
-            r = d.rejection
-            futs.append(await send(self.t_rejections, orjson.dumps(r), key=r["anchor_id"].encode()))
-        if d.fee is not None:
-            f = d.fee
-            futs.append(await send(self.t_fees, orjson.dumps(f), key=f["order_id"].encode()))
-
-    async def _dead_letter(self, msg: Any, error: str) -> asyncio.Future[Any]:
-        headers = [
-            ("error", error.encode("utf-8", "replace")),
-            ("source_topic", msg.topic.encode()),
-            ("source_partition", str(msg.partition).encode()),
-            ("source_offset", str(msg.offset).encode()),
-        ]
-        fut: asyncio.Future[Any] = await self.producer.send(
-            self.t_dead, msg.value, key=msg.key, headers=headers
-        )
-        return fut
 
 
 class _Merge:
@@ -207,8 +166,9 @@ async def _segment(
         for tp, msgs in batch.items():
             merge.add(tp, msgs)
         futs: list[asyncio.Future[Any]] = []
+        now_ms = int(time.time() * 1000)
         for msg in merge.ready():
-            await loop.handle(msg, futs)
+            await loop.handle(msg, now_ms, futs)
             consumed += 1
         if futs:
             await asyncio.gather(*futs)

@@ -25,14 +25,13 @@ from aiokafka.partitioner import murmur2
 
 from streams.loadgen.expected import Expected
 from streams.loadgen.generate import Planned
+from streams.names import DEAD_LETTERS, FEES, INPUT_TOPICS, OUTPUT_TOPICS, REJECTIONS
 
 BROKER = os.environ.get("STREAMS_BENCH_BROKER") or os.environ.get(
     "STREAMS_TEST_BROKER", "kafka://127.0.0.1:9092"
 )
 BOOTSTRAP = BROKER.removeprefix("kafka://")
 
-INPUT_TOPICS = ("xingtu-tasks", "cart-adds", "orders")
-OUTPUT_TOPICS = ("rejections", "fees", "dead-letters")
 # The loader's transactions stay open while a system starts and decides phase 1 (the broker's
 # transaction.max.timeout.ms defaults to 15 min).
 TXN_TIMEOUT_MS = 600_000
@@ -387,8 +386,8 @@ async def read_outputs(prefix: str, expected: Expected) -> tuple[list[OutRecord]
     completeness = check_outputs(
         outputs,
         expected,
-        rejections=prefix + "rejections",
-        fees=prefix + "fees",
-        dead=prefix + "dead-letters",
+        rejections=prefix + REJECTIONS,
+        fees=prefix + FEES,
+        dead=prefix + DEAD_LETTERS,
     )
     return outputs, completeness

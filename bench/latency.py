@@ -46,6 +46,7 @@ from bench.run_worker import (
 )
 from streams.loadgen.expected import expected_outputs
 from streams.loadgen.generate import DEFAULT_END, generate
+from streams.names import DEAD_LETTERS, FEES, REJECTIONS
 
 LATENCY_START = "2020-10-10T00:00:00+08:00"
 
@@ -192,7 +193,7 @@ async def run_latency(
             deadline = time.monotonic() + timeout
             before = histogram(await worker.metrics(session), "livecommerce_processing_seconds")
             follower = asyncio.create_task(
-                _follow([prefix + "rejections", prefix + "fees"], seen_ms, stop)
+                _follow([prefix + REJECTIONS, prefix + FEES], seen_ms, stop)
             )
             await asyncio.sleep(1.0)  # the follower is assigned and at the (empty) end
             cpu0, wall0 = worker.cpu_seconds(), time.time()
@@ -234,7 +235,7 @@ async def run_latency(
     timeline: list[tuple[float, float]] = []  # (send time, decision latency)
     visible: list[float] = []
     for r in outputs:
-        if r.topic == prefix + "dead-letters":
+        if r.topic == prefix + DEAD_LETTERS:
             continue
         event_id = orjson.loads(r.value or b"{}").get("event_id")
         sent = sent_ms.get(event_id)

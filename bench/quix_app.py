@@ -21,16 +21,13 @@ What a user would write with Quix Streams 3.28 for the same job, with the same g
   record whose key is wrong but which sits in its anchor's partition must still find its
   anchor's state. Hence `register_store()` and the checkpoint's store transaction instead of
   `apply(..., stateful=True)`.
-* The glue is the worker's (`streams/processor.py` when this was written):
-  `streams.codec.Decoder` (DecodeError => dead letter with the original key and bytes and the
-  headers `error`, `source_topic`, `source_partition`, `source_offset`, deduplicated by
-  position), the home partition check (murmur2(anchor) % P, else re-sent unchanged to the
-  anchor's partition of the same topic, with `rerouted_from`), dedup by `f"{topic}/{event_id}"`,
-  `streams.policy.decide` with the record timestamp, task and charge state written back, a
-  rejection keyed by `anchor_id` and a fee keyed by `order_id` encoded by `streams.codec.encode`.
-  Every output goes through the application's own (transactional) producer, so it commits with
-  the state and the offsets. Not reproduced: metrics, and forgetting dedup ids after
-  `dedup_retention_days` (no benchmark lasts a week).
+* The glue is the worker's own record step, `streams.step.RecordStep.decide` (decode, dead
+  letters deduplicated by position, the home partition check and reroute, dedup by
+  `f"{topic}/{event_id}"`, `streams.policy.decide` with the record timestamp, the state writes
+  and the output records), read through `QuixState` (Quix's State as `get(store, key)`); its
+  writes go to `state.set` and its outputs through the application's own (transactional)
+  producer, so they commit with the state and the offsets. Not reproduced: metrics, and
+  forgetting dedup ids after `dedup_retention_days` (no benchmark lasts a week).
 * Ties: Quix takes, of equal timestamps, the input partition it was assigned first, not
   "tasks first" as the worker's contract says; a task and a sale of one anchor stamped the same
   millisecond could be decided in the other order (no run so far differed from the model).
@@ -49,35 +46,20 @@ import os
 import sys
 import threading
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from quixstreams import Application, message_context
 from quixstreams.models import TopicConfig
 
-from streams.codec import DecodeError, Decoder, encode, load_validators
+from streams.codec import Decoder, load_validators
 from streams.config import REPO_ROOT
-from streams.policy import (
-    ChargeState,
-    Policy,
-    TaskState,
-    decide,
-    load_policy,
-    needed_keys,
-)
-from streams.policy import State as PolicyState
+from streams.names import INPUT_TOPICS, OUTPUT_TOPICS
+from streams.policy import Policy, load_policy
+from streams.step import InputRecord, RecordStep
 
-INPUT_TOPICS = ("xingtu-tasks", "cart-adds", "orders")
-OUTPUT_TOPICS = ("rejections", "fees", "dead-letters")
 DEFAULT_COMMIT_INTERVAL = 5.0  # Quix's default
 PAUSE_S = 0.2  # a record after this long without one starts a new "burst" in the status
-
-
-@lru_cache(maxsize=1 << 16)
-def _murmur(anchor_id: str) -> int:
-    return murmur2(anchor_id.encode()) & 0x7FFFFFFF
 
 
 class Status:
@@ -159,20 +141,31 @@ class _App(Application):
         self.status.assigned -= {(tp.topic, tp.partition) for tp in topic_partitions}
 
 
+class QuixState:
+    """Quix's State seen as the step's `get(store, key)`: one key space for every store (the
+    step's keys do not collide: `<topic>/<event id>`, `dead/...`, task keys, order ids)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def get(self, store: str, key: str) -> Any:
+        return self.state.get(key)
+
+
 class Job:
-    """The worker's per-record glue, on Quix's state and producer."""
+    """The worker's record step (`streams.step.RecordStep`) on Quix's state and producer."""
 
     def __init__(
         self, app: Application, sdf: Any, *, prefix: str, partitions: int, policy: Policy,
         validators: dict[str, Any], status: Status,
     ) -> None:
-        self.partitions = partitions
-        self.policy = policy
-        self.decoders = {prefix + t: Decoder(t, validators) for t in INPUT_TOPICS}
+        self.prefix = prefix
+        self.step = RecordStep(
+            policy, {t: Decoder(t, validators) for t in INPUT_TOPICS}, partitions, prefix
+        )
         self.short = {prefix + t: t for t in INPUT_TOPICS}
-        self.t_rejections = prefix + "rejections"
-        self.t_fees = prefix + "fees"
-        self.t_dead = prefix + "dead-letters"
         self.context = sdf.processing_context
         self.stream_id = sdf.stream_id
         self.status = status
@@ -180,93 +173,29 @@ class Job:
     def __call__(self, value: Any, key: Any, timestamp: int, headers: Any) -> None:
         ctx = message_context()
         topic, partition, offset = ctx.topic, ctx.partition, ctx.offset
-        producer = self.context.producer
         # The merged stream's store for this partition number, keys not prefixed (see module doc).
         state = self.context.checkpoint.get_store_transaction(
             stream_id=self.stream_id, partition=partition
         ).as_state()
-        now_ms = int(time.time() * 1000)
-        try:
-            event: Any = self.decoders[topic](value)
-        except DecodeError as exc:
-            error = str(exc)
-            self._dead_letter(state, producer, value, key, topic, partition, offset, error, now_ms)
-            return
-        except Exception as exc:  # as the worker: what the decoder chokes on is unreadable too
-            error = f"undecodable: {type(exc).__name__}: {exc}"
-            self._dead_letter(state, producer, value, key, topic, partition, offset, error, now_ms)
-            return
-        anchor = event.anchor_id
-        home = _murmur(anchor) % self.partitions
-        if home != partition:
-            self.status.rerouted += 1
-            kept = [(str(k), bytes(v)) for k, v in (headers or ()) if k != "rerouted_from"]
-            producer.produce(
-                topic=topic,
-                value=value,
-                key=anchor.encode(),
-                headers=[*kept, ("rerouted_from", f"{partition}:{offset}".encode())],
-                partition=home,
-                timestamp=timestamp or None,
-            )
-            return
-        self.status.decided += 1
-        seen_key = f"{self.short[topic]}/{event.event_id}"
-        if state.exists(seen_key):
-            return
-        task_key, charge_key = needed_keys(event)
-        task = state.get(task_key) if task_key else None
-        charge = state.get(charge_key) if charge_key else None
-        try:
-            d = decide(
-                event,
-                PolicyState(
-                    task=TaskState.from_json(task) if task else None,
-                    charge=ChargeState.from_json(charge) if charge else None,
-                ),
-                self.policy,
-                record_ms=timestamp or None,
-                now_ms=now_ms,
-            )
-        except Exception as exc:  # as the worker: a record the core cannot decide is kept
-            self.status.decided -= 1  # counted again as a dead letter
-            error = f"internal error: {type(exc).__name__}: {exc}"
-            self._dead_letter(state, producer, value, key, topic, partition, offset, error, now_ms)
-            return
-        if d.task is not None and task_key:
-            state.set(task_key, d.task.to_json())
-        if d.charge is not None and charge_key:
-            state.set(charge_key, d.charge.to_json())
-        state.set(seen_key, now_ms)
-        if d.rejection is not None:
-            r = d.rejection
-            producer.produce(topic=self.t_rejections, key=r["anchor_id"].encode(), value=encode(r))
-        if d.fee is not None:
-            f = d.fee
-            producer.produce(topic=self.t_fees, key=f["order_id"].encode(), value=encode(f))
-
-    def _dead_letter(
-        self, state: Any, producer: Any, value: Any, key: Any, topic: str, partition: int,
-        offset: int, error: str, now_ms: int,
-    ) -> None:
-        self.status.decided += 1
-        # A record read again before its offset is committed is not dead-lettered twice.
-        seen_key = f"dead/{topic}/{partition}/{offset}"
-        if state.exists(seen_key):
-            return
-        state.set(seen_key, now_ms)
-        self.status.dead_letters += 1
-        producer.produce(
-            topic=self.t_dead,
-            key=key,
-            value=value,
-            headers=[
-                ("error", error.encode("utf-8", "replace")),
-                ("source_topic", topic.encode()),
-                ("source_partition", str(partition).encode()),
-                ("source_offset", str(offset).encode()),
-            ],
+        record = InputRecord(
+            topic, partition, offset, timestamp or None, key, value,
+            [(str(k), bytes(v)) for k, v in (headers or ())],
         )
+        r = self.step.decide(self.short[topic], record, QuixState(state), int(time.time() * 1000))
+        for _store, k, v in r.writes:
+            state.set(k, v)
+        if r.outcome == "rerouted":
+            self.status.rerouted += 1
+        else:  # decided where it sits: an outcome, a duplicate or a dead letter
+            self.status.decided += 1
+            if r.outcome == "dead_letter":
+                self.status.dead_letters += 1
+        produce, prefix = self.context.producer.produce, self.prefix
+        for o in r.outputs:
+            produce(
+                topic=prefix + o.topic, key=o.key, value=o.value,
+                headers=list(o.headers) or None, partition=o.partition, timestamp=o.timestamp_ms,
+            )
 
 
 def build(args: argparse.Namespace, status: Status) -> Application:

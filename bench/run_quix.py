@@ -26,11 +26,9 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +46,7 @@ from bench.kafka import (
     read_outputs,
 )
 from bench.model import Segment, SystemRun
-from streams.config import REPO_ROOT
+from bench.process import MeasuredProcess
 from streams.loadgen.expected import Expected
 
 POLL_S = 0.1
@@ -57,26 +55,17 @@ COMMIT_INTERVAL = float(os.environ.get("QUIX_BENCH_COMMIT_INTERVAL", "5.0"))
 
 
 @dataclass
-class QuixProcess:
+class QuixProcess(MeasuredProcess):
     app_id: str
     prefix: str
     partitions: int
     work_dir: Path
     commit_interval: float = COMMIT_INTERVAL
-    proc: subprocess.Popen[bytes] | None = None
+    name: str = field(default="quix app", kw_only=True)
 
     @property
     def status_path(self) -> Path:
         return self.work_dir / f"{self.app_id}.status.json"
-
-    @property
-    def log_path(self) -> Path:
-        return self.work_dir / f"{self.app_id}.log"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def command(self) -> list[str]:
         return [
@@ -94,23 +83,7 @@ class QuixProcess:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMS_", "QUIX"))}
         env["PYTHONUNBUFFERED"] = "1"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            code = self.proc.returncode if self.proc else None
-            raise RuntimeError(f"quix app exited {code}:\n{self.tail()}")
+        self.spawn(self.command(), env, self.work_dir / f"{self.app_id}.log")
 
     def status(self) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
@@ -128,38 +101,6 @@ class QuixProcess:
                 return
             await asyncio.sleep(0.25)
         raise TimeoutError(f"quix app not ready after {timeout:g}s:\n{self.tail()}")
-
-    def cpu_seconds(self) -> float:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return 0.0
-
-    def peak_rss_kib(self) -> int:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
-
-    async def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (Quix commits its last checkpoint), SIGKILL after `timeout`."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return await asyncio.to_thread(self.proc.wait, timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(self.proc.wait, 10)
-        return self.proc.returncode
-
-    def tail(self, n: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
 def _covered(

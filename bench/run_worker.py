@@ -29,12 +29,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from bench.kafka import (
     BROKER,
@@ -45,7 +47,7 @@ from bench.kafka import (
     read_outputs,
 )
 from bench.model import Segment, SystemRun
-from streams.config import REPO_ROOT
+from bench.process import MeasuredProcess
 from streams.loadgen.expected import Expected
 
 POLL_S = 0.1
@@ -83,32 +85,27 @@ def worker_env(
     return env
 
 
+def _samples(text: str) -> Iterator[Sample]:
+    for family in text_string_to_metric_families(text):
+        yield from family.samples
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include `labels` (0 if absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        metric, _, rest = head.partition("{")
-        if metric != name:
-            continue
-        pairs = dict(p.split("=", 1) for p in rest.rstrip("}").split(",") if "=" in p)
-        if all(pairs.get(k, "").strip('"') == v for k, v in labels.items()):
-            total += float(value)
-    return total
+    """Sum of a metric's samples (by sample name, e.g. `x_total`, `x_count`) whose labels
+    include `labels` (0 if absent)."""
+    return sum(
+        s.value for s in _samples(text)
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def histogram(text: str, name: str) -> dict[float, float]:
     """Cumulative bucket counts (upper bound -> count) of a histogram, summed over labels."""
     buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(name + "_bucket{"):
-            continue
-        head, _, value = line.rpartition(" ")
-        le = head.split('le="', 1)[1].split('"', 1)[0]
-        bound = float("inf") if le == "+Inf" else float(le)
-        buckets[bound] = buckets.get(bound, 0.0) + float(value)
+    for s in _samples(text):
+        if s.name == name + "_bucket":
+            bound = float(s.labels["le"])  # "+Inf" -> inf
+            buckets[bound] = buckets.get(bound, 0.0) + s.value
     return buckets
 
 
@@ -133,7 +130,7 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(MeasuredProcess):
     """One worker process with its own data dir and web port; several may share an app id."""
 
     app_id: str
@@ -141,13 +138,7 @@ class WorkerProcess:
     partitions: int
     data_dir: Path
     web_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+    name: str = field(default="worker", kw_only=True)
 
     def env(self) -> dict[str, str]:
         env = worker_env(
@@ -160,19 +151,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                faust_command(),
-                cwd=REPO_ROOT,
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        self.spawn(faust_command(), self.env(), self.data_dir.parent / f"{self.data_dir.name}.log")
 
     async def get(self, session: aiohttp.ClientSession, path: str) -> tuple[int, str]:
         url = f"http://127.0.0.1:{self.web_port}{path}"
@@ -186,49 +165,13 @@ class WorkerProcess:
         """Until /readyz answers 200 with partitions assigned (recovered, not rebalancing)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.alive():
-                code = self.proc.returncode if self.proc else None
-                raise RuntimeError(f"worker exited {code}:\n{self.tail()}")
+            self.check_alive()
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 status, body = await self.get(session, "/readyz")
                 if status == 200 and '"assigned_partitions":0' not in body.replace(" ", ""):
                     return
             await asyncio.sleep(0.25)
         raise TimeoutError(f"worker not ready after {timeout:g}s:\n{self.tail()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far."""
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return 0.0
-
-    def peak_rss_kib(self) -> int:
-        """VmHWM: the resident set's high-water mark over the process's life."""
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
-
-    async def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (Faust commits and flushes on the way out), SIGKILL after `timeout`."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return await asyncio.to_thread(self.proc.wait, timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(self.proc.wait, 10)
-        return self.proc.returncode
-
-    def tail(self, n: int = 40) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
 async def scrape(session: aiohttp.ClientSession, workers: Sequence[WorkerProcess]) -> list[str]:
@@ -254,8 +197,7 @@ async def _first_consumed(
 
 def _check_alive(workers: Sequence[WorkerProcess]) -> None:
     for w in workers:
-        if not w.alive():
-            raise RuntimeError(f"worker {w.pid} exited:\n{w.tail()}")
+        w.check_alive()
 
 
 async def _release(

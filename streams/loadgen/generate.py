@@ -35,12 +35,11 @@ from typing import Any
 
 import orjson
 
+from streams.names import CART_ADDS, INPUT_TOPICS, ORDERS, XINGTU_TASKS
 from streams.policy import format_instant, parse_instant
 
-TASKS = "xingtu-tasks"
-CART_ADDS = "cart-adds"
-ORDERS = "orders"
-TOPICS = (TASKS, CART_ADDS, ORDERS)
+TASKS = XINGTU_TASKS
+TOPICS = INPUT_TOPICS
 
 DEFAULT_START = "2020-08-10T00:00:00+08:00"
 DEFAULT_END = "2020-11-30T00:00:00+08:00"

@@ -21,6 +21,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.kafka import committed_reader, topic_partitions
+from bench.process import spawn
+from bench.run_worker import free_port as free_port  # re-exported for the tests
 from bench.run_worker import metric_value as metric_value  # re-exported for the tests
 from bench.run_worker import worker_env
 
@@ -28,12 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 BROKER = os.environ.get("STREAMS_TEST_BROKER", "kafka://127.0.0.1:9092")
 BOOTSTRAP = BROKER.removeprefix("kafka://")
 FAUST = str(Path(sys.executable).with_name("faust"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def broker_answers(bootstrap: str = BOOTSTRAP) -> bool:
@@ -74,19 +70,17 @@ class Worker:
         env.update(self.extra_env)
         return env
 
+    def command(self) -> list[str]:
+        return [FAUST, "-A", "streams", "worker", "-l", "info"]
+
+    def cwd(self) -> Path:
+        return REPO
+
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> Worker:
         self.starts += 1
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"{self.app_id}-{self.web_port}-{self.starts}.log"
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [FAUST, "-A", "streams", "worker", "-l", "info"],
-            cwd=REPO,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = spawn(self.command(), self.env(), self.log_path, cwd=self.cwd())
         if wait_ready:
             self.wait_ready(timeout)
         return self

@@ -139,25 +139,18 @@ class InstalledWorker(Worker):
             env.pop(name, None)
         return env
 
-    def start(self, wait_ready: bool = True, timeout: float = 90.0) -> Worker:
+    def command(self) -> list[str]:
         assert self.installed is not None
         faust = self.installed.bin / "faust"
         assert faust.is_file(), f"the wheel installed no `faust` into {self.installed.bin}"
-        self.starts += 1
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir.parent / f"{self.app_id}-{self.starts}.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [str(faust), "-A", "streams", "worker", "-l", "info"],
-                cwd=self.installed.outside,
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        if wait_ready:
-            self.wait_ready(timeout)
-        return self
+        return [str(faust), "-A", "streams", "worker", "-l", "info"]
+
+    def cwd(self) -> Path:
+        assert self.installed is not None
+        return self.installed.outside
+
+    def start(self, wait_ready: bool = True, timeout: float = 90.0) -> Worker:
+        return super().start(wait_ready, timeout)
 
 
 async def test_installed_worker_decides_an_event(installed: Installed, tmp_path: Path) -> None:
