@@ -186,7 +186,7 @@ def _alive(w: Worker):  # type: ignore[no-untyped-def]
 # -- 2. broker outage ----------------------------------------------------------------------------
 
 OUTAGE_SEED = 20201009
-OUTAGE_EVENTS = 6_000
+OUTAGE_EVENTS = 40_000  # a few seconds of work for the batch engine (6,000 took it under 1 s)
 OUTAGE_S = 20.0
 OUTAGE_AFTER_S = 1.0  # how long the resumed worker works on its backlog before the broker stops
 
