@@ -211,8 +211,8 @@ def _producer(transactional_id: str | None = None) -> AIOKafkaProducer:
         max_batch_size=512 * 1024,
         max_request_size=8 * 1024 * 1024,
         # a sparse partition's batch waits up to linger_ms behind full ones of dense partitions:
-        # kept below the worker's STREAMS_MAX_IDLE_MS (50), as Kafka 4's default 5 ms is
-        linger_ms=10,
+        # Kafka 4's default, below the worker's STREAMS_MAX_IDLE_MS (20)
+        linger_ms=5,
         **extra,
     )
 

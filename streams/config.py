@@ -47,7 +47,7 @@ class Settings:
     store: str = "rocksdb"
     processing_guarantee: str = "exactly_once"
     commit_interval: float = 0.1
-    max_idle_ms: int = 50
+    max_idle_ms: int = 20
     recovery_timeout: float = 120.0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

@@ -140,8 +140,10 @@ class Engine:
     async def _set_up(self, partitions: set[int]) -> None:
         deadline = time.monotonic() + self.cfg.recovery_timeout
         delay = 0.2
+        me = asyncio.current_task()
         while True:
-            wanted = {p for p in partitions if p in self.assigned}
+            # a partition revoked meanwhile, or handed to a newer set-up, is not this one's
+            wanted = {p for p in partitions if self.starting.get(p) is me}
             if not wanted:
                 return
             try:
@@ -160,7 +162,7 @@ class Engine:
                 delay = min(delay * 2, 5.0)
                 continue
             for p, task in tasks.items():
-                if p in self.assigned and self.starting.get(p) is asyncio.current_task():
+                if p in self.assigned and self.starting.get(p) is me:
                     self.tasks[p] = task
                     self.starting.pop(p, None)
                 else:
@@ -271,7 +273,7 @@ class Engine:
             for tp, recs in records.items():
                 task = self.tasks.get(tp.partition)
                 if task is not None and recs:
-                    task.buffer(tp.topic, recs)
+                    task.buffer(tp.topic, recs, now)
             inputs = self.inputs
             for p, task in list(self.tasks.items()):
                 if task.committing is not None:

@@ -1,11 +1,16 @@
 """Event-time order across the three inputs of one partition number (pure, no Kafka).
 
-Kafka Streams' rule (PartitionGroup, KIP-695), kept here: of the heads of the input partitions'
-buffers, take the record with the smallest (timestamp, topic rank, offset); each partition's
-log order is kept because only heads are taken. A lane with nothing buffered blocks the merge
-while the broker is known to hold more for it (`behind`), and otherwise for at most `max_idle`
-from the moment it first held the others up (Kafka Streams' idle deadline, reset when the lane
-receives records): a record still on its way to it could belong before theirs.
+Of the heads of the input partitions' buffers, take the record with the smallest (timestamp,
+topic rank, offset); each partition's log order is kept because only heads are taken (Kafka
+Streams' PartitionGroup). While an input partition has nothing buffered:
+- if the broker is known to hold more for it (`behind`), nothing is taken: its next record
+  could belong first;
+- if it is caught up, a record of the others is taken only once it has been buffered for
+  `max_idle`: producers batch per partition, so a record of a sparse input can reach the broker
+  a linger period after records of busy inputs that were produced after it.
+Kafka Streams waits once per empty period (its idle deadline is reset only when the partition
+receives data) and then decides freely; measuring the wait from each record's arrival keeps
+every decision in event-time order whenever cross-input skew stays below `max_idle`.
 """
 
 from __future__ import annotations
@@ -20,29 +25,34 @@ R = TypeVar("R")
 
 @dataclass(eq=False)
 class Lane(Generic[R]):
-    """One input partition's buffered records, in log order."""
+    """One input partition's buffered records, in log order, with when they arrived."""
 
     rank: int
     """Tie-break between topics on equal timestamps (tasks 0, cart-adds 1, orders 2)."""
     records: deque[R] = field(default_factory=deque)
     behind: bool = True
     """The broker holds records for this partition past what is buffered (or it is unknown)."""
-    waiting_since: float | None = None
-    """When this empty lane first held up records of the others (None: it has not)."""
+    arrivals: deque[list[float]] = field(default_factory=deque)
+    """[arrival time, records left] per added batch, oldest first."""
 
-    def add(self, records: list[R]) -> None:
-        self.records.extend(records)
-        self.waiting_since = None
+    def add(self, records: list[R], now: float) -> None:
+        if records:
+            self.records.extend(records)
+            self.arrivals.append([now, len(records)])
 
-    def blocks(self, now: float, max_idle: float) -> bool:
-        """An empty lane that may still receive an earlier record (starts its idle clock)."""
-        if self.behind:
-            return True
-        if max_idle <= 0:
-            return False
-        if self.waiting_since is None:
-            self.waiting_since = now
-        return now - self.waiting_since < max_idle
+    @property
+    def head_arrival(self) -> float:
+        """When the head record arrived (-inf for records added without an arrival time)."""
+        return self.arrivals[0][0] if self.arrivals else float("-inf")
+
+    def pop(self) -> R:
+        record = self.records.popleft()
+        if self.arrivals:
+            batch = self.arrivals[0]
+            batch[1] -= 1
+            if batch[1] <= 0:
+                self.arrivals.popleft()
+        return record
 
 
 def merge_ready(
@@ -52,7 +62,7 @@ def merge_ready(
     max_idle: float,
     limit: int | None = None,
 ) -> list[R]:
-    """Take records off the lanes' heads in merge order until an empty lane blocks.
+    """Take records off the lanes' heads in merge order until an empty lane holds them up.
 
     `key(record)` is (timestamp, offset); the lane's rank goes between them.
     """
@@ -60,16 +70,21 @@ def merge_ready(
     while limit is None or len(out) < limit:
         best: Lane[R] | None = None
         best_key: tuple[int, int, int] | None = None
+        empty = False
         for lane in lanes:
             if lane.records:
                 ts, offset = key(lane.records[0])
                 k = (ts, lane.rank, offset)
                 if best_key is None or k < best_key:
                     best, best_key = lane, k
+            elif lane.behind:
+                return out
+            else:
+                empty = True
         if best is None:
             return out
-        # every empty lane is asked (no short-circuit): each starts its idle clock now
-        if any([lane.blocks(now, max_idle) for lane in lanes if not lane.records]):
+        if empty and max_idle > 0 and now - best.head_arrival < max_idle:
             return out
-        out.append(best.records.popleft())
+        out.append(best.pop())
     return out
+

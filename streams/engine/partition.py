@@ -89,7 +89,8 @@ class PartitionTask:
         """Where each input was sought to: records before it are stale (fetched before)."""
         self.expected.update(positions)
 
-    def buffer(self, topic: str, records: list[Any]) -> None:
+    def buffer(self, topic: str, records: list[Any], now: float = float("-inf")) -> None:
+        """Records fetched for an input partition at `now` (monotonic; see merge's idle rule)."""
         expected = self.expected.get(topic)
         if expected is not None and records[0].offset != expected:
             if records[0].offset < expected:
@@ -100,7 +101,7 @@ class PartitionTask:
                 log.warning("%s/%d: records %d..%d were not delivered (or are transaction "
                             "markers)", topic, self.partition, expected, records[0].offset - 1)
         self.expected[topic] = records[-1].offset + 1
-        self.lanes[self.short[topic]].add(records)
+        self.lanes[self.short[topic]].add(records, now)
 
     def buffered(self, topic: str) -> int:
         return len(self.lanes[self.short[topic]].records)

@@ -74,17 +74,17 @@ async def test_three_lanes_are_decided_in_event_time_order() -> None:
 async def test_a_caught_up_empty_lane_is_waited_for_max_idle_only() -> None:
     task = make_task(P, max_idle=2.0)
     c, o = sale("2020-09-10T10:00:00+08:00")
-    task.buffer("p-cart-adds", [rec("cart-adds", 0, c)])
-    task.buffer("p-orders", [rec("orders", 0, o)])
+    task.buffer("p-cart-adds", [rec("cart-adds", 0, c)], 100.0)  # fetched at t=100 s
+    task.buffer("p-orders", [rec("orders", 0, o)], 103.0)  # fetched at t=103 s
     caught_up(task, "cart-adds", "orders")
     task.note_lag("p-xingtu-tasks", False)  # caught up and empty
-    assert await task.run(100.0, NOW_MS) == 0  # it holds the cart-add up from t=100 s ...
+    assert await task.run(100.0, NOW_MS) == 0  # it holds the cart-add up ...
     assert await task.run(101.9, NOW_MS) == 0
-    assert await task.run(102.0, NOW_MS) == 1  # ... for max_idle
+    assert await task.run(102.0, NOW_MS) == 1  # ... for max_idle from its arrival
     assert decided(task) == [("cart-adds", 0, "rejected")]  # no task came: match required
-    # the cart-adds lane ran empty and now holds the order up, from t=102 s
-    assert await task.run(103.9, NOW_MS) == 0
-    assert await task.run(104.0, NOW_MS) == 1
+    # the order waits max_idle from its own arrival, not from the first wait
+    assert await task.run(104.9, NOW_MS) == 0
+    assert await task.run(105.0, NOW_MS) == 1
     assert decided(task)[-1] == ("orders", 0, "rejected")
 
 
