@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import shutil
 import statistics
 import sys
@@ -109,9 +110,9 @@ async def _measure(
     profile: Profile | None = None
     n_events = len(planned)
     try:
-        backlog = await prepare_backlog(
-            prefix, args.partitions, [planned], held=system in ("baseline", "quix")
-        )
+        # every system gets the same held backlog: produced up front in an open transaction
+        # and released at once, so what is measured is deciding a backlog, not the loader
+        backlog = await prepare_backlog(prefix, args.partitions, [planned], held=True)
         if system == "baseline":
             run = await run_baseline(
                 backlog, expected, repetition=repetition, timeout=args.timeout, **ctx
@@ -235,7 +236,8 @@ async def main(args: argparse.Namespace) -> int:
             else:
                 say("latency: skipped, no successful worker run to take the rate from")
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        if not os.environ.get("BENCH_KEEP_WORK_DIR"):
+            shutil.rmtree(work_dir, ignore_errors=True)
     s = summary(runs, latency)
     if code_digest() != vers["streams_code_sha256"]:
         say("warning: streams/ changed while the benchmark ran; the runs may differ in code")

@@ -1,11 +1,10 @@
 """The real worker (`faust -A streams worker -l warn`) as subprocesses, measured from outside.
 
-The workers start on empty input topics; once every one is ready (assigned, recovered, not
-rebalancing) the bench produces the whole plan (one phase: Xingtu tasks, cart-adds and orders in
-the plan's arrival order, interleaved by default) as fast as the producer goes (about 100k
-records/s here, so the workers have a backlog from the first second). It is not held back in an
-open transaction as for the baseline: a consumer reading uncommitted records would see it early
-(see bench/README.md).
+The whole plan (one phase: Xingtu tasks, cart-adds and orders in the plan's arrival order,
+interleaved by default) is produced up front inside a Kafka transaction left open, as for the
+baseline and the Quix contender; once every worker is ready (assigned, restored, not
+rebalancing) the transaction is committed and the workers, reading read_committed, find the
+whole backlog at once (see bench/README.md).
 
 Timing:
   * start: the first consumed record: the earlier of the first scrape (every 100 ms) showing

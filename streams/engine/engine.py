@@ -80,6 +80,9 @@ class Engine:
         self.lock = asyncio.Lock()
         self.inputs: Inputs | None = None
         self.on_commit: Callable[[dict[TopicPartition, int]], None] | None = None
+        self.seeks: dict[int, int] = {}
+        """How often each partition number's inputs were sought: a batch whose fetch began
+        before a seek of its partition holds records from before it and is dropped."""
         self._admin: AIOKafkaAdminClient | None = None
 
     # -- health ---------------------------------------------------------------------------
@@ -190,6 +193,8 @@ class Engine:
             committed = await self._committed(tps)
             assert self.inputs is not None
             positions = await self.inputs.seek_to(committed)
+            for p in partitions:
+                self.seeks[p] = self.seeks.get(p, 0) + 1
         except BaseException:
             for pr in producers.values():
                 with contextlib.suppress(Exception):
@@ -265,13 +270,19 @@ class Engine:
 
     # -- the batch path -------------------------------------------------------------------
 
-    async def process(self, records: dict[Any, list[Any]]) -> None:
-        """Buffer a fetched batch, decide what the merge allows, commit what is due."""
+    async def process(
+        self, records: dict[Any, list[Any]], seeks: dict[int, int] | None = None
+    ) -> None:
+        """Buffer a fetched batch, decide what the merge allows, commit what is due.
+
+        `seeks`: a copy of `self.seeks` taken before the fetch began."""
         async with self.lock:
             now = time.monotonic()
             now_ms = int(self.clock() * 1000)
             for tp, recs in records.items():
                 task = self.tasks.get(tp.partition)
+                if seeks is not None and seeks.get(tp.partition) != self.seeks.get(tp.partition):
+                    continue  # fetched before its partition was sought: read again from there
                 if task is not None and recs:
                     task.buffer(tp.topic, recs, now)
             inputs = self.inputs

@@ -109,6 +109,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         fetcher_stopped = fetcher._stopped.is_set
         try:
             while not (stopped() or fetcher_stopped()):
+                seeks = dict(engine.seeks)
                 active = engine.fetchable() & self._get_active_partitions()
                 if not active or not self.flow_active:
                     await asyncio.sleep(poll)
@@ -126,7 +127,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                             received_per_topic[tp.topic] = topic_received
                         topic_received.inc(len(rs))
                 # shielded: a rebalance may cancel the fetcher; a batch is never half decided
-                await asyncio.shield(engine.process(records))
+                await asyncio.shield(engine.process(records, seeks))
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return

@@ -166,3 +166,25 @@ def test_a_worker_that_cannot_set_up_its_partitions_is_not_ready_and_exits(
     assert w.proc.wait(30) == 3, w.tail()
     assert saw_503, w.tail()
     assert "could not be set up" in w.tail(200)
+
+
+async def test_rebalances_in_the_middle_of_a_backlog(make_worker) -> None:
+    """A backlog is being decided at full speed when a second worker joins, then leaves, then
+    joins again: partitions move with records fetched, buffered and in open transactions."""
+    planned = generate(40_000, seed=CHAOS_SEED + 2)
+    load = Load(planned, expected_outputs(planned))
+    a: Worker = make_worker()
+    await asyncio.to_thread(a.start, True, 180)
+    prefix, group = a.prefix, a.app_id
+    stats = await send_planned(planned, bootstrap=BOOTSTRAP, prefix=prefix, progress=False)
+    assert stats.errors == 0
+    b: Worker = make_worker()
+    b.start(wait_ready=False)
+    await asyncio.sleep(2.0)
+    assert b.stop() == 0, b.tail()
+    b.start(wait_ready=False)
+    waited = await wait_caught_up(
+        BOOTSTRAP, group, [prefix + t for t in INPUTS], timeout=240, on_wait=Supervisor([a, b])
+    )
+    v = await check_outputs(load, prefix)
+    assert_exact(v, load, f"rebalances mid-backlog, caught up {waited:.0f}s after\n{v.text}")
