@@ -233,7 +233,7 @@ class Engine:
             client_id=f"{self.cfg.app_id}-p{p}",
             transactional_id=f"{self.cfg.app_id}-0-{p}",
             acks="all",
-            linger_ms=5,
+            linger_ms=0,  # the outbox builds whole batches; waiting adds only to the commit
             max_batch_size=256 * 1024,
             request_timeout_ms=30_000,
         )
