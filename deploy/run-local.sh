@@ -33,8 +33,7 @@ fi
 .venv/bin/faust -A streams worker -l info &
 pids+=($!)
 # The demo producer waits for the worker to create the topics, then sends a steady trickle in
-# short rounds: each round sends its Xingtu tasks first, then cart-adds and orders, so sales
-# start flowing within seconds rather than after a long tasks phase.
+# short rounds: each round's Xingtu tasks, cart-adds and orders interleaved in time order.
 # A stop signal goes on to the running round and ends the loop: a round started after it would
 # outlive the broker and retry against it forever.
 (
