@@ -57,15 +57,6 @@ class SystemRun:
         return self.events / self.seconds
 
     @property
-    def phase2_events_per_s(self) -> float | None:
-        """Gone with the tasks-first phase (always None now: one segment); kept until
-        bench/report.py stops asking for its "phase 2 only" rows."""
-        if not self.ok or len(self.segments) < 2:
-            return None
-        s = self.segments[1]
-        return s.records / s.seconds
-
-    @property
     def cpu_per_wall(self) -> float | None:
         """CPU seconds per wall second of the measured process(es), release to done."""
         if not self.segments:

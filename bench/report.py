@@ -128,9 +128,8 @@ def summary(runs: Sequence[SystemRun], latency: LatencyResult | None) -> dict[st
         if not rs:
             continue
         s[f"{key}_events_per_s"] = spread([r.events_per_s for r in rs])
-        s[f"{key}_phase2_events_per_s"] = spread([r.phase2_events_per_s for r in rs])
         s[f"{key}_ok"] = f"{sum(r.ok for r in rs)}/{len(rs)}"
-        s[f"{key}_phase2_cpu_per_wall"] = spread([_cpu_per_wall(r) for r in rs])
+        s[f"{key}_cpu_per_wall"] = spread([r.cpu_per_wall for r in rs])
         if system != "baseline":
             s[f"{key}_peak_rss_mib"] = spread(
                 [max(r.peak_rss_kib) / 1024 if r.peak_rss_kib else None for r in rs]
@@ -152,14 +151,6 @@ def summary(runs: Sequence[SystemRun], latency: LatencyResult | None) -> dict[st
             "ok": latency.ok,
         }
     return s
-
-
-def _cpu_per_wall(r: SystemRun) -> float | None:
-    if len(r.segments) < 2:
-        return None
-    s = r.segments[1]
-    wall = s.done_at - s.released_at
-    return s.cpu_seconds / wall if s.cpu_seconds is not None and wall > 0 else None
 
 
 def _r(v: float | None, digits: int = 1) -> float | None:
@@ -196,7 +187,7 @@ def table(
             return
         extra = ""
         if system_key is not None:
-            cpu = s.get(f"{system_key}_phase2_cpu_per_wall") or {}
+            cpu = s.get(f"{system_key}_cpu_per_wall") or {}
             cpu_txt = f"{cpu['median']:.2f}" if cpu.get("median") is not None else "n/a"
             extra = f"  {s.get(f'{system_key}_ok', ''):>8}  {cpu_txt:>7}"
         lines.append(f"{label:30}{_rate(s[key])}{extra}")
@@ -212,13 +203,8 @@ def table(
     ratio("worker / quix", "ratio_worker_to_quix")
     row("2 workers (2 processes)", "workers2_events_per_s", "workers2")
     ratio("2 workers / 1 worker", "ratio_2_workers_to_1")
-    lines.append("phase 2 only (cart-adds and orders, after the tasks):")
-    row("  baseline", "baseline_phase2_events_per_s")
-    row("  worker", "worker_phase2_events_per_s")
-    row("  2 workers", "workers2_phase2_events_per_s")
     lines.append(
-        "* CPU seconds per wall second of the measured process(es) in phase 2 "
-        "(1.00 = one core busy)"
+        "* CPU seconds per wall second of the measured process(es) (1.00 = one core busy)"
     )
     if latency is not None:
         lat = s["latency"]
