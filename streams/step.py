@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from aiokafka.partitioner import murmur2
 
 from streams.codec import DecodeError, Decoder, encode
-from streams.names import CART_ADDS, DEAD_LETTERS, FEES, ORDERS, REJECTIONS, XINGTU_TASKS
+from streams.names import DEAD_LETTERS, FEES, REJECTIONS
 from streams.policy import ChargeState, Decision, Policy, State, TaskState, decide, needed_keys
 
 log = logging.getLogger(__name__)
@@ -179,19 +179,3 @@ def _reroute(topic: str, record: Any, anchor: str, home: int) -> Output:
     headers.append(("rerouted_from", f"{record.partition}:{record.offset}".encode()))
     return Output(topic, anchor.encode(), record.value, tuple(headers), home, record.timestamp)
 
-
-__all__ = [
-    "CART_ADDS",
-    "CHARGES",
-    "ORDERS",
-    "SEEN",
-    "STORES",
-    "TASKS",
-    "XINGTU_TASKS",
-    "InputRecord",
-    "Output",
-    "RecordStep",
-    "StateReader",
-    "StepResult",
-    "home_partition",
-]
