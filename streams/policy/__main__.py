@@ -188,6 +188,17 @@ async def _unreachable(settings: Any, exc: BaseException) -> CliError:
     return CliError(EXIT_SETUP, _connect_hint(settings, await _probe(settings) or exc))
 
 
+async def _start(settings: Any, client: Any) -> None:
+    """Start a producer or consumer within the start-up timeout, else say the broker is
+    unreachable (the admin client in `_ensure_topic` also closes itself on that path)."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        await asyncio.wait_for(client.start(), timeout=settings.startup_timeout)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise await _unreachable(settings, exc) from None
+
+
 async def _ensure_topic(settings: Any, topic: str, create: bool) -> int | None:
     """The topic's partition count; creates it (compacted, one partition) when `create`."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -244,10 +255,7 @@ async def publish(doc: PolicyDocument, topic: str) -> str:
         client_id="policy-cli",
         **client_auth(settings),
     )
-    try:
-        await asyncio.wait_for(producer.start(), timeout=settings.startup_timeout)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        raise await _unreachable(settings, exc) from None
+    await _start(settings, producer)
     try:
         meta = await asyncio.wait_for(
             producer.send_and_wait(topic, doc.to_json(), key=doc.policy_id.encode("utf-8")),
@@ -284,10 +292,7 @@ async def read_topic(topic: str) -> tuple[PolicyBook, list[str]]:
         client_id="policy-cli",
         **client_auth(settings),
     )
-    try:
-        await asyncio.wait_for(consumer.start(), timeout=settings.startup_timeout)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        raise await _unreachable(settings, exc) from None
+    await _start(settings, consumer)
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)

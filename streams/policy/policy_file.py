@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
@@ -94,15 +95,31 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     return parse_policy(raw, name)
 
 
-def parse_policy(raw: bytes | str, name: str = "<policy>") -> Policy:
-    """Validate policy TOML text; `name` is only used in error messages."""
+def decode_text(
+    raw: bytes | str,
+    name: str,
+    where: str,
+    syntax: str,
+    loads: Callable[[str], Any],
+    syntax_error: type[ValueError],
+) -> Any:
+    """`raw` as UTF-8 text handed to `loads`; a PolicyError at `where` if it is not UTF-8 or
+    not valid `syntax` (the `syntax_error` that `loads` raises). Shared by policy files (TOML)
+    and policy documents (TOML or JSON), so both report a bad input alike."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        doc = tomllib.loads(text)
+        return loads(text)
     except UnicodeDecodeError as e:
-        raise PolicyError(name, "<file>", f"not UTF-8: {e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyError(name, "<file>", f"invalid TOML: {e}") from e
+        raise PolicyError(name, where, f"not UTF-8: {e}") from e
+    except syntax_error as e:
+        raise PolicyError(name, where, f"invalid {syntax}: {e}") from e
+
+
+def parse_policy(raw: bytes | str, name: str = "<policy>") -> Policy:
+    """Validate policy TOML text; `name` is only used in error messages."""
+    doc: dict[str, Any] = decode_text(
+        raw, name, "<file>", "TOML", tomllib.loads, tomllib.TOMLDecodeError
+    )
 
     _no_unknown_keys(name, "", doc, _TOP_KEYS)
     version = _required(name, doc, "version", "")

@@ -36,6 +36,7 @@ from streams.policy.policy_file import (
     RULE_XINGTU_SERVICE_FEE,
     Policy,
     PolicyError,
+    decode_text,
     parse_policy,
 )
 
@@ -151,25 +152,13 @@ def parse_document(doc: object, name: str = "<policy document>") -> PolicyDocume
 
 def parse_document_json(raw: bytes | str, name: str = "<policy document>") -> PolicyDocument:
     """A document from JSON text (a `policies` record value)."""
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        doc = json.loads(text)
-    except UnicodeDecodeError as e:
-        raise PolicyError(name, "<document>", f"not UTF-8: {e}") from e
-    except json.JSONDecodeError as e:
-        raise PolicyError(name, "<document>", f"invalid JSON: {e}") from e
+    doc = decode_text(raw, name, "<document>", "JSON", json.loads, json.JSONDecodeError)
     return parse_document(doc, name)
 
 
 def parse_document_toml(raw: bytes | str, name: str = "<policy document>") -> PolicyDocument:
     """A document from TOML text (a policy file with `effective_from` and `mode` added)."""
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        doc = tomllib.loads(text)
-    except UnicodeDecodeError as e:
-        raise PolicyError(name, "<document>", f"not UTF-8: {e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyError(name, "<document>", f"invalid TOML: {e}") from e
+    doc = decode_text(raw, name, "<document>", "TOML", tomllib.loads, tomllib.TOMLDecodeError)
     return parse_document(doc, name)
 
 

@@ -1,11 +1,21 @@
-"""Helpers shared by the policy-version tests: documents as dicts, built from the default policy."""
+"""Helpers shared by the policy-version tests: documents as dicts, built from the default policy,
+and the sale events, task state and record schemas the #14 tests decide and check against."""
 
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
+
+from streams.policy import TaskState, parse_instant
 from streams.policy.versions import PolicyDocument, parse_document
+
+SCHEMAS = Path(__file__).parents[2] / "schemas"
+NOW = parse_instant("2020-12-01T00:00:00Z")  # decision time, after every rule date
+TASK = TaskState("xt-1", "anchor-1", "sku-1").with_transition(0, "matched")
 
 BASE: dict[str, Any] = {
     "version": "douyin-2020-08-26.1",
@@ -51,3 +61,26 @@ def make_doc(
         d["rules"]["xingtu-service-fee"]["third_party_rate_bps"] = rate
     d.update(kw)
     return parse_document(d, version)
+
+
+def schema_validator(file_name: str) -> Any:
+    """The jsonschema-rs validator of `schemas/<file_name>`, formats checked as the worker does."""
+    schema = json.loads((SCHEMAS / file_name).read_text("utf-8"))
+    return jsonschema_rs.validator_for(schema, validate_formats=True)
+
+
+def sale_dict(at: str, event_id: str = "ca-1", **kw: Any) -> dict[str, Any]:
+    """A live-room sale of a third-party product on task xt-1, as an input record's fields;
+    `kw` overrides fields, and a field set to `...` is left out."""
+    d = {
+        "event_id": event_id,
+        "occurred_at": at,
+        "anchor_id": "anchor-1",
+        "room_id": "room-1",
+        "channel": "live",
+        "product_id": "sku-1",
+        "product_source": "taobao",
+        "xingtu_task_id": "xt-1",
+    }
+    d.update(kw)
+    return {k: v for k, v in d.items() if v is not ...}

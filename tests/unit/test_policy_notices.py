@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-import jsonschema_rs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,33 +18,17 @@ from streams.policy import (
 )
 from streams.policy.notices import advisory_record, change_instants, notices_for
 from streams.policy.versions import PolicyBook
-from tests.unit.policy_docs import make_doc
+from tests.unit.policy_docs import NOW, TASK, make_doc, sale_dict, schema_validator
 
-SCHEMA = json.loads(
-    (Path(__file__).parents[2] / "schemas" / "advisories.schema.json").read_text("utf-8")
-)
-VALIDATOR = jsonschema_rs.validator_for(SCHEMA, validate_formats=True)
-NOW = parse_instant("2020-12-01T00:00:00Z")
+VALIDATOR = schema_validator("advisories.schema.json")
 V1 = make_doc("v1", "2020-08-20T00:00:00+08:00")
 BAN = parse_instant("2020-10-09T00:00:00+08:00")
 MATCH = parse_instant("2020-09-06T00:00:00+08:00")
-TASK = TaskState("xt-1", "anchor-1", "sku-1").with_transition(0, "matched")
 DAY = 86_400_000
 
 
 def cart(at: str, **kw: Any) -> Any:
-    d = {
-        "event_id": "ca-1",
-        "occurred_at": at,
-        "anchor_id": "anchor-1",
-        "room_id": "room-1",
-        "channel": "live",
-        "product_id": "sku-1",
-        "product_source": "taobao",
-        "xingtu_task_id": "xt-1",
-    }
-    d.update(kw)
-    return cart_add_from_dict(d)
+    return cart_add_from_dict(sale_dict(at, **kw))
 
 
 def run(event: Any, state: State, book: PolicyBook, **kw: Any) -> Any:

@@ -2,49 +2,27 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
-
-import jsonschema_rs
 
 from streams.policy import (
     ChargeState,
     State,
-    TaskState,
     cart_add_from_dict,
     decide,
     order_from_dict,
-    parse_instant,
     xingtu_task_from_dict,
 )
 from streams.policy.shadow import compare, fee_amount, shadow_record
-from tests.unit.policy_docs import make_doc
+from tests.unit.policy_docs import NOW, TASK, make_doc, sale_dict, schema_validator
 
-SCHEMA = json.loads(
-    (Path(__file__).parents[2] / "schemas" / "policy-shadow.schema.json").read_text("utf-8")
-)
-VALIDATOR = jsonschema_rs.validator_for(SCHEMA, validate_formats=True)
-NOW = parse_instant("2020-12-01T00:00:00Z")
+VALIDATOR = schema_validator("policy-shadow.schema.json")
 ENFORCED = make_doc("v1", "2020-08-20T00:00:00+08:00")
 LATER_BAN = make_doc("s-ban", "2020-08-20T00:00:00+08:00", "shadow", ban="2020-11-01T00:00:00Z")
 LOWER_RATE = make_doc("s-rate", "2020-08-20T00:00:00+08:00", "shadow", rate=1500)
-TASK = TaskState("xt-1", "anchor-1", "sku-1").with_transition(0, "matched")
 
 
 def sale(at: str, **kw: Any) -> dict[str, Any]:
-    d = {
-        "event_id": "ev-1",
-        "occurred_at": at,
-        "anchor_id": "anchor-1",
-        "room_id": "room-1",
-        "channel": "live",
-        "product_id": "sku-1",
-        "product_source": "taobao",
-        "xingtu_task_id": "xt-1",
-    }
-    d.update(kw)
-    return d
+    return sale_dict(at, event_id="ev-1", **kw)
 
 
 def both(event: Any, state: State, shadow: Any) -> tuple[Any, Any]:

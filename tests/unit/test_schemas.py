@@ -22,6 +22,7 @@ from streams.policy import (
     parse_instant,
     xingtu_task_from_dict,
 )
+from tests.unit.policy_docs import sale_dict
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"
 TOPICS = (
@@ -111,18 +112,7 @@ MATCHED = TaskState("xt-1", "anchor-1", "sku-1").with_transition(
 
 
 def cart(at: str, **kw: Any) -> dict[str, Any]:
-    d = {
-        "event_id": "ca-1",
-        "occurred_at": at,
-        "anchor_id": "anchor-1",
-        "room_id": "room-1",
-        "channel": "live",
-        "product_id": "sku-1",
-        "product_source": "taobao",
-        "xingtu_task_id": "xt-1",
-    }
-    d.update(kw)
-    return {k: v for k, v in d.items() if v is not ...}
+    return sale_dict(at, **kw)
 
 
 def order(at: str, **kw: Any) -> dict[str, Any]:
