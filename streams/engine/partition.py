@@ -237,7 +237,10 @@ class PartitionTask:
     async def close(self) -> None:
         """Drop what was not committed (an open transaction is aborted by the next owner)."""
         self.state.discard()
-        self.state.close()
+        try:
+            self.state.close()
+        except Exception as exc:  # e.g. its directory was removed under it: nothing to keep
+            log.warning("partition %d: closing its local store failed: %r", self.partition, exc)
         try:
             await self.producer.stop()
         except Exception as exc:  # a fenced or disconnected producer still closes
