@@ -35,7 +35,6 @@ def build_engine(settings: Settings, policy: Policy) -> Engine:
     cfg = EngineConfig(
         app_id=settings.app_id,
         prefix=settings.topic_prefix,
-        partitions=settings.topic_partitions,
         changelogs={store: changelog_topic(settings.app_id, store) for store in CHANGELOGS},
         data_dir=settings.data_dir,
         store=settings.store,

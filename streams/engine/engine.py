@@ -53,7 +53,6 @@ class Inputs(Protocol):
 class EngineConfig:
     app_id: str
     prefix: str
-    partitions: int
     changelogs: dict[str, str]
     data_dir: Path
     store: str

@@ -79,7 +79,6 @@ class PartitionTask:
         self.txn_started = 0.0
         self.committing: asyncio.Future[None] | None = None
         """The commit running in the background; the partition decides nothing meanwhile."""
-        self.decided = 0
         self.stream_time = -1
         """The largest record timestamp decided so far (Kafka Streams' stream time)."""
 
@@ -180,7 +179,6 @@ class PartitionTask:
             metrics.observe_many(
                 metrics.child(metrics.PROCESSING_SECONDS, self.short[topic]), per_record, n
             )
-        self.decided += len(ready)
 
     # -- committing -----------------------------------------------------------------------
 
