@@ -22,9 +22,5 @@ CHANGELOGS = {
 names Faust tables used, so state written by earlier versions is read back)."""
 
 
-def topic_name(prefix: str, name: str) -> str:
-    return f"{prefix}{name}"
-
-
 def changelog_topic(app_id: str, store: str) -> str:
     return f"{app_id}-{CHANGELOGS[store]}-changelog"

@@ -251,12 +251,6 @@ class PolicyBook:
             )
         )
 
-    def enforced_changes(self) -> tuple[int, ...]:
-        """Instants at which the enforced version may change (each enforced effective_from)."""
-        return tuple(
-            sorted({d.effective_from_ms for d in self._docs.values() if d.mode == "enforced"})
-        )
-
 
 def _order(doc: PolicyDocument) -> tuple[int, str]:
     return doc.effective_from_ms, doc.version
