@@ -37,6 +37,7 @@ from bench.model import Segment, SystemRun
 from streams.codec import Decoder
 from streams.loadgen.expected import Expected
 from streams.policy import Policy
+from streams.policy.versions import book_of
 from streams.step import STORES, RecordStep
 
 MAX_RECORDS = 2000
@@ -71,7 +72,7 @@ class RawLoop:
         self.prefix = prefix
         self.producer = producer
         self.step = RecordStep(
-            policy, {t: Decoder(t, validators) for t in INPUT_TOPICS}, partitions, prefix
+            book_of(policy), {t: Decoder(t, validators) for t in INPUT_TOPICS}, partitions, prefix
         )
         self.short = {prefix + t: t for t in INPUT_TOPICS}
         self.state = DictState()

@@ -56,6 +56,7 @@ from streams.codec import Decoder, load_validators
 from streams.config import REPO_ROOT
 from streams.names import INPUT_TOPICS, OUTPUT_TOPICS
 from streams.policy import Policy, load_policy
+from streams.policy.versions import book_of
 from streams.step import InputRecord, RecordStep
 
 DEFAULT_COMMIT_INTERVAL = 5.0  # Quix's default
@@ -163,7 +164,7 @@ class Job:
     ) -> None:
         self.prefix = prefix
         self.step = RecordStep(
-            policy, {t: Decoder(t, validators) for t in INPUT_TOPICS}, partitions, prefix
+            book_of(policy), {t: Decoder(t, validators) for t in INPUT_TOPICS}, partitions, prefix
         )
         self.short = {prefix + t: t for t in INPUT_TOPICS}
         self.context = sdf.processing_context

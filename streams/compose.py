@@ -16,8 +16,11 @@ from streams import metrics
 from streams.codec import INPUTS, Decoder, load_validators
 from streams.config import ConfigError, Settings, load_settings
 from streams.engine.engine import Engine, EngineConfig
-from streams.names import CHANGELOGS, INPUT_TOPICS, changelog_topic
-from streams.policy import Policy, PolicyError, load_policy
+from streams.engine.policies import PolicyFeed
+from streams.names import CHANGELOGS, INPUT_TOPICS, POLICIES, changelog_topic
+from streams.policy import PolicyError
+from streams.policy.policy_file import read_policy_file
+from streams.policy.versions import PolicyBook, PolicyDocument, seed_document
 from streams.runtime.app import StreamsApp, fail
 from streams.runtime.web import add_pages
 from streams.step import RecordStep
@@ -25,13 +28,30 @@ from streams.topics import broker_credentials, client_auth
 from streams.version import __version__
 
 
-def build_step(settings: Settings, policy: Policy) -> RecordStep:
+def build_step(settings: Settings, book: PolicyBook) -> RecordStep:
     validators = load_validators(settings.schema_dir)
     decoders = {t: Decoder(t, validators) for t in INPUTS}
-    return RecordStep(policy, decoders, settings.topic_partitions, settings.topic_prefix)
+    return RecordStep(book, decoders, settings.topic_partitions, settings.topic_prefix)
 
 
-def build_engine(settings: Settings, policy: Policy) -> Engine:
+def client_config(settings: Settings) -> dict[str, Any]:
+    """bootstrap_servers and security settings for every aiokafka client the engine opens."""
+    return {"bootstrap_servers": settings.bootstrap_servers, **client_auth(settings)}
+
+
+def build_policy_feed(settings: Settings, book: PolicyBook, seed: PolicyDocument) -> PolicyFeed:
+    return PolicyFeed(
+        book,
+        settings.topic(POLICIES),
+        seed,
+        client_config(settings),
+        client_id=f"{settings.app_id}-policies",
+        code_version=__version__,
+        timeout=max(settings.startup_timeout, 10.0),
+    )
+
+
+def build_engine(settings: Settings, seed: PolicyDocument, book: PolicyBook) -> Engine:
     cfg = EngineConfig(
         app_id=settings.app_id,
         prefix=settings.topic_prefix,
@@ -40,15 +60,17 @@ def build_engine(settings: Settings, policy: Policy) -> Engine:
         store=settings.store,
         commit_interval=settings.commit_interval,
         max_idle=settings.max_idle_ms / 1000,
-        dedup_retention_ms=policy.dedup_retention_ms,
+        dedup_retention_ms=seed.policy.dedup_retention_ms,
         recovery_timeout=settings.recovery_timeout,
-        client={"bootstrap_servers": settings.bootstrap_servers, **client_auth(settings)},
+        client=client_config(settings),
         trace=settings.trace_records,
     )
-    return Engine(cfg, build_step(settings, policy))
+    return Engine(cfg, build_step(settings, book))
 
 
-def build_app(settings: Settings, policy: Policy) -> StreamsApp:
+def build_app(settings: Settings, seed: PolicyDocument) -> StreamsApp:
+    """`seed`: the policy file as a document; it seeds the policies topic when that holds no
+    enforced version, and sets the dedup retention (a topic setting, fixed at start-up)."""
     app = StreamsApp(
         settings.app_id,
         broker=settings.broker,
@@ -73,8 +95,10 @@ def build_app(settings: Settings, policy: Policy) -> StreamsApp:
         consumer_auto_offset_reset="earliest",
     )
     app.settings = settings
-    app.dedup_retention_ms = policy.dedup_retention_ms
-    app.engine = build_engine(settings, policy)
+    app.dedup_retention_ms = seed.policy.dedup_retention_ms
+    book = PolicyBook()
+    app.engine = build_engine(settings, seed, book)
+    app.policy_feed = build_policy_feed(settings, book, seed)
     faust_metrics = FaustMetrics.create(REGISTRY, "faust")
     app.monitor = PrometheusMonitor(metrics=faust_metrics)
     app.faust_metrics = faust_metrics
@@ -88,7 +112,7 @@ def build_app(settings: Settings, policy: Policy) -> StreamsApp:
     )
     app.topics.add(inputs)
     add_pages(app)
-    metrics.init_series(policy, __version__)
+    metrics.init_series(seed.policy, __version__)
     metrics.DEDUP_IDS.set_function(lambda: sum(len(t.expiry) for t in app.engine.tasks.values()))
     return app
 
@@ -106,8 +130,8 @@ def app_from_env() -> Any:
     """The worker as configured by STREAMS_* variables; a bad one stops it with one line."""
     try:
         settings = load_settings()
-        policy = load_policy(settings.policy_file)
+        seed = seed_document(*read_policy_file(settings.policy_file))
     except (ConfigError, PolicyError) as exc:
         fail(str(exc))
     use_event_loop(settings.event_loop)
-    return build_app(settings, policy)
+    return build_app(settings, seed)

@@ -115,7 +115,33 @@ NOT_READY_PARTITIONS = Gauge(
     "Assigned partitions still being set up (fenced, restored, sought) and not yet decided",
 )
 
+POLICY_REFUSED = Counter(
+    "livecommerce_policy_refused",
+    "Records of the policies topic refused (malformed, inconsistent): never applied",
+)
+POLICY_IN_FORCE = Gauge(
+    "livecommerce_policy_in_force",
+    "1 for the enforced policy version in force now (wall clock) on this worker",
+    ["version"],
+)
+POLICY_VERSIONS = Gauge(
+    "livecommerce_policy_versions",
+    "Policy versions this worker holds, by mode",
+    ["mode"],
+)
+SHADOW_DISAGREEMENTS = Counter(
+    "livecommerce_shadow_disagreements",
+    "Events a shadow policy version would have decided differently (records on policy-shadow)",
+    ["rule"],
+)
+ADVISORIES = Counter(
+    "livecommerce_advisories",
+    "Advance notices emitted: an accepted event a published rule will reject soon",
+    ["rule"],
+)
+
 OUTCOMES = ("accepted", "rejected", "applied", "dead_letter", "duplicate")
+RULES = ("xingtu-match-required", "third-party-cart-banned", "xingtu-service-fee")
 
 
 def init_series(policy: Policy, version: str) -> None:
@@ -135,6 +161,19 @@ def init_series(policy: Policy, version: str) -> None:
     for source_class in ("third_party", "douyin_shop"):
         for kind in ("charge", "reversal"):
             FEE_FEN.labels(source_class=source_class, kind=kind)
+    for rule in RULES:
+        SHADOW_DISAGREEMENTS.labels(rule=rule)
+        ADVISORIES.labels(rule=rule)
+    for mode in ("enforced", "shadow"):
+        POLICY_VERSIONS.labels(mode=mode)
+
+
+def show_policy_in_force(version: str, code_version: str) -> None:
+    """One series at 1: the version in force now (old versions' series are removed)."""
+    POLICY_IN_FORCE.clear()
+    POLICY_IN_FORCE.labels(version=version).set(1)
+    BUILD_INFO.clear()
+    BUILD_INFO.labels(version=code_version, policy_version=version).set(1)
 
 
 
@@ -180,6 +219,10 @@ class Tally:
         d = r.decision
         if d is None:
             return
+        for rule in r.shadow_rules:
+            self.inc(SHADOW_DISAGREEMENTS, (rule,))
+        for rule in r.advisory_rules:
+            self.inc(ADVISORIES, (rule,))
         if d.rejection is not None:
             self.inc(REJECTIONS, (d.rejection["subject"], d.rejection["reason"]))
         if d.fee is not None:

@@ -11,12 +11,18 @@ INPUT_TOPICS = (XINGTU_TASKS, CART_ADDS, ORDERS)
 REJECTIONS = "rejections"
 FEES = "fees"
 DEAD_LETTERS = "dead-letters"
-OUTPUT_TOPICS = (REJECTIONS, FEES, DEAD_LETTERS)
+POLICY_SHADOW = "policy-shadow"
+ADVISORIES = "advisories"
+OUTPUT_TOPICS = (REJECTIONS, FEES, DEAD_LETTERS, POLICY_SHADOW, ADVISORIES)
+
+POLICIES = "policies"
+"""The compacted topic of policy versions (key: version), read whole by every worker."""
 
 CHANGELOGS = {
     "tasks": "xingtu-task-state",
     "charges": "order-charge-state",
     "seen": "processed-event-ids",
+    "notices": "advisory-notices",
 }
 """State store -> table name; its changelog topic is `<app id>-<table name>-changelog` (the
 names Faust tables used, so state written by earlier versions is read back)."""

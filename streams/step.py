@@ -17,16 +17,22 @@ from typing import Any, Protocol
 from aiokafka.partitioner import murmur2
 
 from streams.codec import DecodeError, Decoder, encode
-from streams.names import DEAD_LETTERS, FEES, REJECTIONS
-from streams.policy import ChargeState, Decision, Policy, State, TaskState, decide, needed_keys
+from streams.names import ADVISORIES, DEAD_LETTERS, FEES, POLICY_SHADOW, REJECTIONS
+from streams.policy import ChargeState, Decision, State, TaskState, needed_keys
+from streams.policy.notices import advisory_record
+from streams.policy.shadow import shadow_record
+from streams.policy.versioned import judge
+from streams.policy.versions import PolicyBook
 
 log = logging.getLogger(__name__)
 
 TASKS = "tasks"
 CHARGES = "charges"
 SEEN = "seen"
-STORES = (TASKS, CHARGES, SEEN)
-"""The state a partition keeps: Xingtu task histories, order charges, event ids decided."""
+NOTICES = "notices"
+STORES = (TASKS, CHARGES, SEEN, NOTICES)
+"""The state a partition keeps: Xingtu task histories, order charges, event ids decided,
+advance notices sent (`Notice.dedup_key` -> the instant its rule takes effect)."""
 
 
 class StateReader(Protocol):
@@ -69,6 +75,9 @@ class StepResult:
     decision: Decision | None = None
     key_mismatch: bool = False
     error: str | None = None
+    shadow_rules: list[str] = field(default_factory=list)
+    """The rule of each shadow disagreement emitted (for the metric)."""
+    advisory_rules: list[str] = field(default_factory=list)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -86,9 +95,10 @@ class RecordStep:
     """Decides one record against the state it reads; every record ends in exactly one outcome."""
 
     def __init__(
-        self, policy: Policy, decoders: Mapping[str, Decoder], partitions: int, prefix: str = ""
+        self, book: PolicyBook, decoders: Mapping[str, Decoder], partitions: int, prefix: str = ""
     ) -> None:
-        self.policy = policy
+        self.book = book
+        """Shared with the policy reader, which adds versions between batches."""
         self.decoders = dict(decoders)
         self.partitions = partitions
         self.prefix = prefix
@@ -122,21 +132,17 @@ class RecordStep:
         try:
             task = state.get(TASKS, task_key) if task_key else None
             charge = state.get(CHARGES, charge_key) if charge_key else None
-            d = decide(
-                event,
-                State(
-                    task=TaskState.from_json(task) if task else None,
-                    charge=ChargeState.from_json(charge) if charge else None,
-                ),
-                self.policy,
-                record_ms=record.timestamp,
-                now_ms=now_ms,
+            current = State(
+                task=TaskState.from_json(task) if task else None,
+                charge=ChargeState.from_json(charge) if charge else None,
             )
+            v = judge(event, current, self.book, record_ms=record.timestamp, now_ms=now_ms)
         except Exception as exc:  # a bug must not stall the partition; the record is kept
             log.exception("decision failed for %s/%s@%s", topic, record.partition, record.offset)
             return self._dead_letter(
                 topic, record, state, f"internal error: {type(exc).__name__}: {exc}", now_ms
             )
+        d = v.decision
         result = StepResult(d.outcome, decision=d, key_mismatch=mismatch)
         if d.task is not None and task_key:
             result.writes.append((TASKS, task_key, d.task.to_json()))
@@ -144,12 +150,25 @@ class RecordStep:
             result.writes.append((CHARGES, charge_key, d.charge.to_json()))
         # the value is when the id was first decided (wall clock): see streams.expiry
         result.writes.append((SEEN, seen_key, now_ms))
+        key = anchor.encode()
         if d.rejection is not None:
             r = d.rejection
             result.outputs.append(Output(REJECTIONS, r["anchor_id"].encode(), encode(r)))
         if d.fee is not None:
             f = d.fee
             result.outputs.append(Output(FEES, f["order_id"].encode(), encode(f)))
+        for shadow in v.shadows:
+            diff = shadow_record(event, d, shadow)
+            if diff is not None:
+                result.outputs.append(Output(POLICY_SHADOW, key, encode(diff)))
+                result.shadow_rules.append(diff["rule"])
+        for notice in v.notices:
+            # one advisory per anchor, product, rule and date, whichever event earned it first
+            if state.get(NOTICES, notice.dedup_key) is None:
+                result.writes.append((NOTICES, notice.dedup_key, notice.effective_from_ms))
+                advisory = encode(advisory_record(event, notice))
+                result.outputs.append(Output(ADVISORIES, key, advisory))
+                result.advisory_rules.append(notice.rule_id)
         return result
 
     def _dead_letter(

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthentication
 from aiokafka.helpers import create_ssl_context
 
 from streams.config import Settings
-from streams.names import INPUT_TOPICS, OUTPUT_TOPICS, changelog_topic
+from streams.names import INPUT_TOPICS, OUTPUT_TOPICS, POLICIES, changelog_topic
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def changelog_configs(dedup_retention_ms: int) -> dict[str, dict[str, str]]:
     return {
         "tasks": compact,
         "charges": compact,
+        "notices": compact,
         "seen": {
             "cleanup.policy": "compact,delete",
             "retention.ms": str(dedup_retention_ms),
@@ -127,6 +128,17 @@ async def _ensure(
         result = await admin.create_topics(new, timeout_ms=int(s.startup_timeout * 1000))
         _raise_for_create_errors(result)
         existing = await _created(admin, names, s.startup_timeout)
+    policies = s.topic(POLICIES)
+    if policies not in await _partition_counts(admin, [policies]):
+        # one partition: the topic is small, and one log gives every reader the same order
+        log.info("creating topic %s (compacted, 1 partition)", policies)
+        compacted = {"cleanup.policy": "compact"}
+        result = await admin.create_topics(
+            [NewTopic(policies, 1, s.topic_replication, topic_configs=compacted)],
+            timeout_ms=int(s.startup_timeout * 1000),
+        )
+        _raise_for_create_errors(result)
+        await _created(admin, [policies], s.startup_timeout)
     inputs = {t: existing.get(s.topic(t)) for t in INPUT_TOPICS}
     counts = set(inputs.values())
     if len(counts) != 1:

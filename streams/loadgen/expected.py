@@ -55,7 +55,11 @@ from aiokafka.partitioner import murmur2
 
 from streams.codec import Decoder, load_validators
 from streams.loadgen.generate import TOPIC_RANK, TOPICS, Planned
-from streams.policy import ChargeState, Policy, State, TaskState, decide, load_policy, needed_keys
+from streams.policy import ChargeState, Policy, State, TaskState, load_policy, needed_keys
+from streams.policy.notices import advisory_id
+from streams.policy.shadow import shadow_record
+from streams.policy.versioned import judge
+from streams.policy.versions import PolicyBook, book_of
 
 NOW_MS = 1_606_665_600_000
 """`decided_at` is not compared, so any fixed instant keeps the model pure (2020-11-30Z)."""
@@ -70,6 +74,8 @@ class Expected:
 
     rejection_ids: set[str] = field(default_factory=set)
     fee_ids: set[str] = field(default_factory=set)
+    advisory_ids: set[str] = field(default_factory=set)
+    shadow_ids: set[str] = field(default_factory=set)
     fee_fen_by_class_kind: dict[tuple[str, str], int] = field(default_factory=dict)
     events_by_topic_outcome: dict[tuple[str, str], int] = field(default_factory=dict)
     rejections_by_subject_reason: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -164,10 +170,14 @@ def expected_outputs(
     policy: Policy | None = None,
     *,
     partitions: int = DEFAULT_PARTITIONS,
+    book: PolicyBook | None = None,
 ) -> Expected:
     """Replay `planned` (produce order) partition by partition in the merged order (module doc)
-    through the worker's decoding and `decide`, with the worker's topics at `partitions`."""
-    policy = policy if policy is not None else load_policy()
+    through the worker's decoding and the pure core's `judge`, with the worker's topics at
+    `partitions`. `book`: the policy versions (default: `policy` alone, as a fresh worker's
+    topic is seeded). Advance notices are sent once per `Notice.dedup_key` and partition."""
+    if book is None:
+        book = book_of(policy if policy is not None else load_policy())
     outcomes: Counter[tuple[str, str]] = Counter()
     fees: Counter[tuple[str, str]] = Counter()
     rejections: Counter[tuple[str, str]] = Counter()
@@ -176,6 +186,7 @@ def expected_outputs(
     tasks: dict[int, dict[str, TaskState]] = {}
     charges: dict[int, dict[str, ChargeState]] = {}
     seen: dict[int, set[str]] = {}
+    noticed: dict[int, set[str]] = {}
     for part, p, event in merged_order(planned, partitions):
         if event is None:
             outcomes[(p.topic, "dead_letter")] += 1
@@ -194,7 +205,8 @@ def expected_outputs(
             charge=p_charges.get(charge_key) if charge_key else None,
         )
         try:
-            d = decide(event, state, policy, record_ms=p.timestamp_ms, now_ms=NOW_MS)
+            v = judge(event, state, book, record_ms=p.timestamp_ms, now_ms=NOW_MS)
+            d = v.decision
         except Exception:  # the worker dead-letters a record the core cannot decide
             outcomes[(p.topic, "dead_letter")] += 1
             out.dead_letters += 1
@@ -211,6 +223,15 @@ def expected_outputs(
         if d.fee is not None:
             out.fee_ids.add(d.fee["fee_id"])
             fees[(d.fee["source_class"], d.fee["kind"])] += d.fee["fee_fen"]
+        for shadow in v.shadows:
+            diff = shadow_record(event, d, shadow)
+            if diff is not None:
+                out.shadow_ids.add(diff["shadow_id"])
+        p_noticed = noticed.setdefault(part, set())
+        for notice in v.notices:
+            if notice.dedup_key not in p_noticed:
+                p_noticed.add(notice.dedup_key)
+                out.advisory_ids.add(advisory_id(notice))
     out.events_by_topic_outcome = dict(outcomes)
     out.fee_fen_by_class_kind = dict(fees)
     out.rejections_by_subject_reason = dict(rejections)

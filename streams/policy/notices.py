@@ -72,13 +72,7 @@ class Notice:
 
 def change_instants(book: PolicyBook, after_ms: int, until_ms: int) -> tuple[int, ...]:
     """Instants in (after_ms, until_ms] at which the enforced rules may change."""
-    instants: set[int] = set()
-    for doc in book.documents():
-        if doc.mode != "enforced":
-            continue
-        instants.add(doc.effective_from_ms)
-        instants.update(doc.rule_dates().values())
-    return tuple(sorted(u for u in instants if after_ms < u <= until_ms))
+    return book.change_instants(after_ms, until_ms)
 
 
 def notices_for(

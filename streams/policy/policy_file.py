@@ -78,21 +78,25 @@ class Policy:
 
 def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     """Load and validate a policy file; None loads the one shipped in this package."""
+    raw, name = read_policy_file(path)
+    return parse_policy(raw, name)
+
+
+def read_policy_file(path: str | os.PathLike[str] | None = None) -> tuple[bytes, str]:
+    """A policy file's bytes and the name errors use; None reads the packaged one."""
     if path is None:
         resource = resources.files("streams.policy").joinpath(DEFAULT_POLICY_RESOURCE)
         name = str(resource)
         try:
-            raw = resource.read_bytes()
+            return resource.read_bytes(), name
         except OSError as e:
             raise PolicyError(name, "<file>", f"cannot read: {e}") from e
-    else:
-        name = os.fspath(path)
-        try:
-            with open(name, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise PolicyError(name, "<file>", f"cannot read: {e.strerror or e}") from e
-    return parse_policy(raw, name)
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            return f.read(), name
+    except OSError as e:
+        raise PolicyError(name, "<file>", f"cannot read: {e.strerror or e}") from e
 
 
 def decode_text(

@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
 from streams.policy.clock import format_instant, parse_instant
@@ -162,6 +163,39 @@ def parse_document_toml(raw: bytes | str, name: str = "<policy document>") -> Po
     return parse_document(doc, name)
 
 
+SEED_EFFECTIVE_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+"""A policy file seeds the `policies` topic as in force from 1970: its rules carry their own
+dates, so the file decides every event the way the worker did before versions existed."""
+
+
+def seed_document(raw: bytes | str, name: str = "<policy file>") -> PolicyDocument:
+    """The document a policy file (or a full document in TOML) seeds an empty topic with:
+    enforced from `SEED_EFFECTIVE_FROM` unless the file says otherwise."""
+    doc = decode_text(raw, name, "<document>", "TOML", tomllib.loads, tomllib.TOMLDecodeError)
+    if isinstance(doc, dict):
+        doc.setdefault("effective_from", SEED_EFFECTIVE_FROM)
+        doc.setdefault("mode", "enforced")
+    return parse_document(doc, name)
+
+
+def book_of(policy: Policy, notice_window_days: int = DEFAULT_NOTICE_WINDOW_DAYS) -> PolicyBook:
+    """A book of one version enforced from `SEED_EFFECTIVE_FROM`: what a worker holds whose
+    policies topic was seeded from this policy and never changed (tests, benchmark)."""
+    ms = int(SEED_EFFECTIVE_FROM.timestamp() * 1000)
+    return PolicyBook(
+        [
+            PolicyDocument(
+                policy=policy,
+                effective_from=SEED_EFFECTIVE_FROM.isoformat(),
+                effective_from_ms=ms,
+                mode="enforced",
+                notice_window_days=notice_window_days,
+                fields={},
+            )
+        ]
+    )
+
+
 def parse_record(key: bytes | str | None, value: bytes | None, name: str) -> PolicyDocument | None:
     """One `policies` record: None for a tombstone (the id is withdrawn), else the document.
 
@@ -183,15 +217,28 @@ class PolicyBook:
     """All known versions, one per policy id; picks versions by decision time.
 
     Ties: two enforced versions with the same `effective_from` are ordered by version string (the
-    greatest wins), so the choice never depends on the order records were read in.
+    greatest wins), so the choice never depends on the order records were read in. The worker
+    asks it several times per event, so the orderings are kept until the next change.
     """
 
-    __slots__ = ("_docs",)
+    __slots__ = ("_docs", "_enforced", "_enforced_from", "_instants", "_shadows")
 
     def __init__(self, docs: Iterable[PolicyDocument] = ()) -> None:
         self._docs: dict[str, PolicyDocument] = {}
+        self._changed()
         for doc in docs:
             self.add(doc)
+
+    def _changed(self) -> None:
+        ordered = sorted(self._docs.values(), key=_order)
+        self._enforced = [d for d in ordered if d.mode == "enforced"]
+        self._enforced_from = [d.effective_from_ms for d in self._enforced]
+        self._shadows = tuple(d for d in ordered if d.mode == "shadow")
+        instants: set[int] = set()
+        for doc in self._enforced:
+            instants.add(doc.effective_from_ms)
+            instants.update(doc.rule_dates().values())
+        self._instants = sorted(instants)
 
     def add(self, doc: PolicyDocument) -> PolicyDocument | None:
         """Hold `doc`, replacing the record of the same policy id; returns the replaced one.
@@ -201,11 +248,14 @@ class PolicyBook:
         """
         old = self._docs.get(doc.policy_id)
         self._docs[doc.policy_id] = doc
+        self._changed()
         return old
 
     def remove(self, policy_id: str) -> PolicyDocument | None:
         """Forget a policy id (a tombstone on the topic)."""
-        return self._docs.pop(policy_id, None)
+        old = self._docs.pop(policy_id, None)
+        self._changed()
+        return old
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -222,13 +272,11 @@ class PolicyBook:
 
     def enforced_doc_at(self, t_ms: int) -> PolicyDocument | None:
         """The enforced document whose effective_from is the latest at or before `t_ms`."""
-        best: PolicyDocument | None = None
-        for doc in self._docs.values():
-            if doc.mode != "enforced" or doc.effective_from_ms > t_ms:
-                continue
-            if best is None or _order(doc) > _order(best):
-                best = doc
-        return best
+        i = bisect_right(self._enforced_from, t_ms)
+        return self._enforced[i - 1] if i else None
+
+    def earliest_enforced(self) -> PolicyDocument | None:
+        return self._enforced[0] if self._enforced else None
 
     def enforced_at(self, t_ms: int) -> Policy | None:
         doc = self.enforced_doc_at(t_ms)
@@ -240,16 +288,16 @@ class PolicyBook:
         Every such shadow runs: a shadow stops only when it is withdrawn (tombstone) or
         re-published as enforced.
         """
-        return tuple(
-            sorted(
-                (
-                    d
-                    for d in self._docs.values()
-                    if d.mode == "shadow" and d.effective_from_ms <= t_ms
-                ),
-                key=_order,
-            )
-        )
+        if not self._shadows:
+            return ()
+        return tuple(d for d in self._shadows if d.effective_from_ms <= t_ms)
+
+    def change_instants(self, after_ms: int, until_ms: int) -> tuple[int, ...]:
+        """Instants in (after_ms, until_ms] at which the enforced rules may change: an enforced
+        version's effective_from or one of its rule dates."""
+        lo = bisect_right(self._instants, after_ms)
+        hi = bisect_right(self._instants, until_ms)
+        return tuple(self._instants[lo:hi])
 
 
 def _order(doc: PolicyDocument) -> tuple[int, str]:

@@ -10,6 +10,7 @@ import faust
 
 from streams.config import Settings
 from streams.engine.engine import Engine
+from streams.engine.policies import PolicyFeed
 from streams.runtime.consumer import StreamsTransport
 from streams.topics import StartupError, ensure_topics
 
@@ -27,6 +28,7 @@ class StreamsApp(faust.App):
 
     settings: Settings
     engine: Engine
+    policy_feed: PolicyFeed
     dedup_retention_ms: int
     faust_metrics: Any
     """Faust's Prometheus families (`faust_*`), fed per batch by the consumer."""
@@ -41,6 +43,15 @@ class StreamsApp(faust.App):
         except StartupError as exc:
             log.critical("cannot start: %s", exc)
             fail(str(exc))
+        # every policy version is known before the group is joined and anything decided
+        try:
+            await self.policy_feed.load()
+        except Exception as exc:
+            log.critical("cannot start: reading the policies topic failed: %r", exc)
+            fail(
+                f"reading the policies topic {self.policy_feed.topic} failed ({exc!r}); check "
+                "that the broker is reachable and that this client may read and write it"
+            )
         await super().on_first_start()
 
     async def on_started(self) -> None:
@@ -57,4 +68,5 @@ class StreamsApp(faust.App):
         # commit what was decided and close the partitions' producers before Faust leaves
         # the group (a clean stop loses nothing and leaves no open transaction)
         await self.engine.stop()
+        await self.policy_feed.stop()
         await super().on_stop()

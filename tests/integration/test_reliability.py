@@ -67,7 +67,10 @@ async def check_outputs(
     want = {
         "rejections": (len(exp.rejection_ids), "rejection_id", exp.rejection_ids),
         "fees": (len(exp.fee_ids), "fee_id", exp.fee_ids),
+        "advisories": (len(exp.advisory_ids), "advisory_id", exp.advisory_ids),
     }
+    if exp.shadow_ids:
+        want["policy-shadow"] = (len(exp.shadow_ids), "shadow_id", exp.shadow_ids)
     lines = []
     missing = doubled = unexpected = 0
     counts = {}

@@ -16,6 +16,7 @@ from streams.engine.store import MemoryBackend, PartitionState
 from streams.expiry import Expiry
 from streams.names import CHANGELOGS, OUTPUT_TOPICS
 from streams.policy import Policy, load_policy
+from streams.policy.versions import PolicyBook, book_of
 from streams.step import STORES, InputRecord, RecordStep, StepResult, home_partition
 
 POLICY = load_policy()
@@ -26,9 +27,12 @@ CHANGELOG_TOPICS = {store: f"{GROUP}-{name}-changelog" for store, name in CHANGE
 
 
 def make_step(
-    prefix: str = "", partitions: int = PARTITIONS, policy: Policy = POLICY
+    prefix: str = "",
+    partitions: int = PARTITIONS,
+    policy: Policy = POLICY,
+    book: PolicyBook | None = None,
 ) -> RecordStep:
-    return RecordStep(policy, DECODERS, partitions, prefix)
+    return RecordStep(book or book_of(policy), DECODERS, partitions, prefix)
 
 
 class DictState:
@@ -218,7 +222,7 @@ def partition_task(
         changelogs=CHANGELOG_TOPICS,
         state=state if state is not None else PartitionState(MemoryBackend),
         producer=producer if producer is not None else FakeProducer(),  # type: ignore[arg-type, unused-ignore]
-        step=RecordingStep(POLICY, DECODERS, PARTITIONS, prefix),
+        step=RecordingStep(book_of(POLICY), DECODERS, PARTITIONS, prefix),
         expiry=expiry if expiry is not None else Expiry(POLICY.dedup_retention_ms),
         max_idle=max_idle,
         partition_counts={f"{prefix}{t}": PARTITIONS for t in OUTPUT_TOPICS},

@@ -11,17 +11,17 @@ import orjson
 import pytest
 
 from streams.engine.merge import Lane, merge_ready
-from streams.names import DEAD_LETTERS, FEES, INPUT_TOPICS, REJECTIONS
+from streams.names import ADVISORIES, DEAD_LETTERS, FEES, INPUT_TOPICS, POLICY_SHADOW, REJECTIONS
 from streams.policy import parse_instant
 from streams.step import InputRecord, Output
-from tests.cases import CASES, Case
+from tests.cases import CASES, Case, case_book
 from tests.unit.shell_fakes import DictState, home, make_step
 
 NOW_MS = parse_instant("2020-11-11T00:00:00Z")
 
 
 def run(case: Case) -> list[Output]:
-    step = make_step()
+    step = make_step(book=case_book())
     lanes: dict[int, dict[str, Lane[InputRecord]]] = defaultdict(
         lambda: {t: Lane(rank, behind=False) for rank, t in enumerate(INPUT_TOPICS)}
     )
@@ -44,11 +44,13 @@ def run(case: Case) -> list[Output]:
 @pytest.mark.parametrize("case", CASES)
 def test_case_in_memory(case: Case) -> None:
     outputs = run(case)
-    assert {o.topic for o in outputs} <= {REJECTIONS, FEES, DEAD_LETTERS}
+    assert {o.topic for o in outputs} <= {REJECTIONS, FEES, DEAD_LETTERS, ADVISORIES, POLICY_SHADOW}
     case.check(
         [orjson.loads(o.value or b"") for o in outputs if o.topic == REJECTIONS],
         [orjson.loads(o.value or b"") for o in outputs if o.topic == FEES],
         sum(o.topic == DEAD_LETTERS for o in outputs),
+        [orjson.loads(o.value or b"") for o in outputs if o.topic == ADVISORIES],
+        [orjson.loads(o.value or b"") for o in outputs if o.topic == POLICY_SHADOW],
     )
 
 
