@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from tests.cases import CASES, POLICY_DOCUMENTS, Case
-from tests.integration.harness import Received, Worker, consume_all, produce, unique
+from tests.integration.harness import (
+    Received,
+    Worker,
+    consume_all,
+    metric_value,
+    produce,
+    unique,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +103,10 @@ def seen(tmp_path_factory: pytest.TempPathFactory, kafka_broker: str) -> Iterato
         for h in shadows:
             out[owner(h.json()["anchor_id"])]["shadows"].append(h.json())
         assert set(out) <= {c.name for c in cases}, "outputs of no case"
+        # one incarnation decided every case: its counters match the records
+        m = worker.metrics()
+        assert metric_value(m, "livecommerce_shadow_disagreements_total") == want_shd
+        assert metric_value(m, "livecommerce_advisories_total") == want_adv
         yield out
     finally:
         worker.stop()
