@@ -286,6 +286,11 @@ def test_dashboard_covers_the_required_views() -> None:
         "livecommerce_late_records_total",
         "livecommerce_partitions_not_ready",
         "faust_messages_received_per_topic_total",
+        "livecommerce_policy_in_force",
+        "livecommerce_policy_versions",
+        "livecommerce_shadow_disagreements_total",
+        "livecommerce_advisories_total",
+        "livecommerce_policy_refused_total",
     ):
         assert needle in exprs, needle
     for word in (
@@ -302,6 +307,9 @@ def test_dashboard_covers_the_required_views() -> None:
         "partition resets",
         "late records",
         "partitions not ready",
+        "policy version in force",
+        "shadow disagreements",
+        "advisories",
     ):
         assert word in titles, word
 
