@@ -286,8 +286,6 @@ class Engine:
                     task.buffer(tp.topic, recs, now)
             inputs = self.inputs
             for p, task in list(self.tasks.items()):
-                if task.committing is not None:
-                    continue  # its transaction is being committed; its records wait
                 if inputs is not None:
                     for tp in task.tps.values():
                         task.note_lag(tp.topic, inputs.behind(tp))
@@ -296,21 +294,25 @@ class Engine:
                 except Exception as exc:
                     await self._reset(p, task, exc)
                     continue
-                if task.commit_due(self.cfg.commit_interval):
-                    # in the background: the other partitions go on deciding meanwhile
-                    task.committing = asyncio.ensure_future(self._commit_in_background(p, task))
+                if task.committing is None and task.commit_due(self.cfg.commit_interval):
+                    # sealed here, between batches; committed in the background while this
+                    # and the other partitions go on deciding
+                    sealed = task.seal()
+                    task.committing = asyncio.ensure_future(
+                        self._commit_in_background(p, task, sealed)
+                    )
 
-    async def _commit_in_background(self, p: int, task: PartitionTask) -> None:
+    async def _commit_in_background(self, p: int, task: PartitionTask, sealed: Any) -> None:
         try:
-            await self._commit(task)
+            await self._commit(task, sealed)
         except Exception as exc:
             await self._reset(p, task, exc)
         finally:
             task.committing = None
 
-    async def _commit(self, task: PartitionTask) -> None:
+    async def _commit(self, task: PartitionTask, sealed: Any = None) -> None:
         started = time.monotonic()
-        offsets = await task.commit()
+        offsets = await (task.finish(sealed) if sealed is not None else task.commit())
         if offsets:
             metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
             if self.on_commit is not None:

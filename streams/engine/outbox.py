@@ -30,6 +30,22 @@ class Outbox:
         """Partition count per topic, read when the partition was set up."""
         self.builders: dict[tuple[str, int], Any] = {}
         self.sent: list[asyncio.Future[Any]] = []
+        self.held: list[tuple[tuple[str, int], Any]] | None = None
+        """While not None, full batches wait here instead of being sent: the records belong to
+        a transaction that has not begun (the previous one is still being committed)."""
+
+    def hold(self) -> None:
+        self.held = []
+
+    async def release(self) -> None:
+        """The transaction began: send what was held, and send from now on."""
+        held, self.held = self.held or [], None
+        for where, builder in held:
+            await self._send_builder(where, builder)
+
+    @property
+    def empty(self) -> bool:
+        return not self.builders and not self.held
 
     async def add(
         self,
@@ -56,8 +72,14 @@ class Outbox:
             ) is None:
                 raise ValueError(f"a record for {topic} does not fit in an empty batch")
 
-    async def _send(self, where: tuple[str, int], builder: Any) -> asyncio.Future[Any]:
+    async def _send(self, where: tuple[str, int], builder: Any) -> asyncio.Future[Any] | None:
         del self.builders[where]
+        if self.held is not None:
+            self.held.append((where, builder))
+            return None
+        return await self._send_builder(where, builder)
+
+    async def _send_builder(self, where: tuple[str, int], builder: Any) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = await self.producer.send_batch(
             builder, where[0], partition=where[1]
         )
@@ -66,8 +88,14 @@ class Outbox:
 
     async def flush(self) -> dict[tuple[str, int], asyncio.Future[Any]]:
         """Hand every open batch to the producer; returns the futures by topic partition."""
-        return {where: await self._send(where, b) for where, b in list(self.builders.items())}
+        assert self.held is None, "flushing an outbox whose transaction has not begun"
+        out = {}
+        for where, b in list(self.builders.items()):
+            del self.builders[where]
+            out[where] = await self._send_builder(where, b)
+        return out
 
     def clear(self) -> None:
         self.builders.clear()
         self.sent = []
+        self.held = None

@@ -3,6 +3,13 @@
 Everything the partition decides between two commits goes into one transaction of its own
 transactional producer: the outputs, the changelog records of the state it wrote, and the
 input offsets. The local store takes the writes only once that transaction has committed.
+
+Commits are pipelined: `seal()` closes the open transaction between two batches (its state
+writes, outputs and offsets are fixed); while `finish()` writes its changelog and commits it
+(five round trips), the partition goes on deciding. What it decides meanwhile reads the
+sealed writes, and its outputs wait in a held outbox; once the sealed transaction committed,
+the next one begins and the held batches are sent. A producer holds one transaction at a
+time, so nothing of the next transaction reaches Kafka before the previous one committed.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -30,6 +38,15 @@ EXIT_TRANSACTION_FAILED = 3
 
 class TransactionFailed(RuntimeError):
     """A send or the commit of a partition's transaction failed: it was not committed."""
+
+
+@dataclass
+class Sealed:
+    """A transaction closed for commit: its outputs, state writes and input offsets."""
+
+    outbox: Outbox
+    encoded: list[tuple[str, str, bytes | None]]
+    offsets: dict[TopicPartition, int]
 
 
 def _ts(record: Any) -> tuple[int, int]:
@@ -72,13 +89,18 @@ class PartitionTask:
         """Per input topic (as named): the offset the next fetched record should have."""
         self.next_offsets: dict[TopicPartition, int] = {}
         """Input positions to commit: one past the last record decided."""
+        self.partition_counts = partition_counts
         self.outbox = Outbox(producer, partition_counts)
         self.changelog_topics = frozenset(changelogs.values())
         self.store_of = {t: s for s, t in changelogs.items()}
         self.in_txn = False
+        """The producer has begun the transaction `outbox` belongs to."""
         self.txn_started = 0.0
+        self.sealed: Sealed | None = None
+        """The transaction being committed; decisions meanwhile belong to the next one."""
+        self.decided_since_seal = 0
         self.committing: asyncio.Future[None] | None = None
-        """The commit running in the background; the partition decides nothing meanwhile."""
+        """The commit running in the background (the partition goes on deciding)."""
         self.stream_time = -1
         """The largest record timestamp decided so far (Kafka Streams' stream time)."""
 
@@ -130,10 +152,13 @@ class PartitionTask:
         return len(ready)
 
     async def _decide(self, ready: list[Any], now_ms: int) -> None:
-        if not self.in_txn:
+        if not self.in_txn and self.sealed is None:
             await self.producer.begin_transaction()
             self.in_txn = True
             self.txn_started = time.monotonic()
+        elif self.decided_since_seal == 0 and self.sealed is not None:
+            self.txn_started = time.monotonic()  # the held transaction's age counts from here
+        self.decided_since_seal += len(ready)
         if self.expiry.any_due(now_ms):
             due = self.expiry.due(now_ms, limit=len(ready) * 4)
             self.state.forget(SEEN, (k for k, v in due if self.state.get(SEEN, k) == v))
@@ -186,12 +211,28 @@ class PartitionTask:
         return self.in_txn and time.monotonic() - self.txn_started >= interval
 
     async def commit(self) -> dict[TopicPartition, int]:
-        """Changelog, check every send, offsets, commit; then the local store. Raises
-        TransactionFailed (nothing of the transaction is kept locally) on any failure."""
-        if not self.in_txn:
+        """`seal()` and `finish()`: what was decided so far, committed."""
+        return await self.finish(self.seal())
+
+    def seal(self) -> Sealed | None:
+        """Close the open transaction for commit (call between batches, never while one is
+        being decided); None if there is none."""
+        if not self.in_txn or self.sealed is not None:
+            return None
+        sealed = Sealed(self.outbox, self.state.seal(), dict(self.next_offsets))
+        self.sealed = sealed
+        self.outbox = Outbox(self.producer, self.partition_counts)
+        self.outbox.hold()
+        self.decided_since_seal = 0
+        return sealed
+
+    async def finish(self, sealed: Sealed | None) -> dict[TopicPartition, int]:
+        """Changelog, check every send, offsets, commit; then the local store, and the next
+        transaction begins if anything was decided meanwhile. Raises TransactionFailed
+        (nothing of the transaction is kept locally) on any failure."""
+        if sealed is None:
             return {}
-        encoded = list(self.state.pending())
-        outbox = self.outbox
+        outbox, encoded, offsets = sealed.outbox, sealed.encoded, sealed.offsets
         try:
             for store, key, value in encoded:
                 await outbox.add(
@@ -212,7 +253,6 @@ class PartitionTask:
                     f"partition {self.partition}: {len(failed)} of {len(results)} batches "
                     f"were not written ({failed[0]!r})"
                 )
-            offsets = dict(self.next_offsets)
             if offsets:
                 await self.producer.send_offsets_to_transaction(offsets, self.group_id)
             await self.producer.commit_transaction()
@@ -230,6 +270,14 @@ class PartitionTask:
                 for (t, p), f in last.items()
             },
         )
+        try:
+            if self.decided_since_seal:
+                await self.producer.begin_transaction()
+                self.in_txn = True
+            self.sealed = None
+            await self.outbox.release()
+        except Exception as exc:
+            raise TransactionFailed(f"partition {self.partition}: {exc!r}") from exc
         return offsets
 
     async def close(self) -> None:

@@ -115,6 +115,8 @@ class PartitionState:
         self._open = open_backend
         self.backend = open_backend()
         self._pending: dict[str, dict[str, Any]] = {s: {} for s in STORES}
+        self._sealed: dict[str, dict[str, Any]] = {s: {} for s in STORES}
+        """Writes of the transaction being committed, while `_pending` takes the next one's."""
         self._mirrored = mirrored
         self._mirror: dict[str, dict[str, Any]] = {}
 
@@ -127,6 +129,9 @@ class PartitionState:
         pending = self._pending[store]
         if key in pending:
             return pending[key]
+        sealed = self._sealed[store]
+        if sealed and key in sealed:
+            return sealed[key]
         mirror = self._mirror.get(store)
         if mirror is not None:
             return mirror.get(key)
@@ -143,28 +148,40 @@ class PartitionState:
             for key, value in writes.items():
                 yield store, key, None if value is None else orjson.dumps(value)
 
+    def seal(self) -> list[tuple[str, str, bytes | None]]:
+        """The open transaction's writes go to commit (`pending()`, encoded); new writes start
+        the next transaction and are read before them. One transaction may be sealed at a
+        time: `commit` or `discard` ends it."""
+        if any(self._sealed.values()):
+            raise RuntimeError("a sealed transaction is still being committed")
+        encoded = list(self.pending())
+        self._sealed, self._pending = self._pending, self._sealed
+        return encoded
+
     @property
     def dirty(self) -> bool:
         return any(self._pending.values())
 
     def commit(self, encoded: list[tuple[str, str, bytes | None]], offsets: dict[str, int]) -> None:
-        """The transaction holding `encoded` (from `pending()`) committed with the changelogs
-        ending at `offsets`: make it the local state."""
+        """The sealed transaction holding `encoded` (from `seal()`) committed with the
+        changelogs ending at `offsets`: make it the local state."""
         puts = [(_k(store, key), value) for store, key, value in encoded]
         puts.extend((_k(_OFFSET, s), str(o).encode()) for s, o in offsets.items())
         self.backend.write(puts)
         for store, mirror in self._mirror.items():
-            for key, value in self._pending[store].items():
+            for key, value in self._sealed[store].items():
                 if value is None:
                     mirror.pop(key, None)
                 else:
                     mirror[key] = value
-        self.discard()
+        for writes in self._sealed.values():
+            writes.clear()
 
     def discard(self) -> None:
-        """The transaction aborted (or never started): forget its writes."""
-        for writes in self._pending.values():
-            writes.clear()
+        """The transactions aborted (or never started): forget their writes."""
+        for layer in (self._pending, self._sealed):
+            for writes in layer.values():
+                writes.clear()
 
     # -- restoring and housekeeping ---------------------------------------------------------
 

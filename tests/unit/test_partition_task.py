@@ -196,3 +196,33 @@ async def test_records_older_than_stream_time_are_decided_and_counted_late() -> 
     assert await task.run(0.0, NOW_MS) == 1
     assert late_count("xingtu-tasks") - before["xingtu-tasks"] == 1
     assert late_count("orders") == before["orders"]
+
+
+async def test_decisions_while_a_transaction_commits_go_into_the_next_one() -> None:
+    """Pipelined commits: after `seal()`, decisions go on; their outputs wait until the sealed
+    transaction has committed, then go out in the next one with their own offsets."""
+    producer = FakeProducer()
+    task = make_task(P, producer=producer)
+    caught_up(task)
+    t = ev.task(ANCHOR, "sku", "xt-1", "2020-09-01T10:00:00+08:00")
+    c, o = sale("2020-09-10T10:00:00+08:00")
+    task.buffer("p-xingtu-tasks", [rec("xingtu-tasks", 0, t)])
+    assert await task.run(0.0, NOW_MS) == 1
+    sealed = task.seal()
+    assert sealed is not None and task.seal() is None  # one sealed transaction at a time
+    task.buffer("p-cart-adds", [rec("cart-adds", 0, c)])
+    task.buffer("p-orders", [rec("orders", 0, o)])
+    assert await task.run(0.0, NOW_MS) == 2  # decided on the sealed task state
+    assert producer.begun == 1 and producer.to("p-fees") == []
+    await task.finish(sealed)
+    orders_tp = TopicPartition("p-orders", P)
+    tasks_tp = TopicPartition("p-xingtu-tasks", P)
+    assert producer.committed == [1]
+    assert producer.offsets[0][0] == {tasks_tp: 1}  # the sealed transaction's offsets only
+    assert producer.begun == 2 and task.in_txn  # the next transaction began for the held work
+    await task.commit()
+    assert producer.committed == [1, 2]
+    assert producer.offsets[1][0][orders_tp] == 1
+    (fee,) = producer.to("p-fees")
+    assert fee.txn == 2
+    assert {s.txn for s in producer.to(CHANGELOG_TOPICS[TASKS])} == {1}

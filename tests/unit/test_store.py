@@ -56,7 +56,7 @@ def test_commit_makes_writes_durable_with_their_checkpoints(opener: Opener) -> N
     st = PartitionState(opener)
     st.put(TASKS, "t1", {"status": "matched"})
     st.put(SEEN, "xingtu-tasks/e1", 1_700_000_000_000)
-    encoded = list(st.pending())
+    encoded = st.seal()
     assert st.checkpoint(TASKS) is None
     st.commit(encoded, {TASKS: 41, SEEN: 7})
     assert not st.dirty and list(st.pending()) == []
@@ -78,7 +78,7 @@ def test_rocksdb_reopened_after_commit_reads_back(tmp_path: Path) -> None:
     st = PartitionState(lambda: RocksBackend(path))
     st.put(CHARGES, "ord-1", {"fee_fen": 3980})
     st.put(CHARGES, "ord-2", {"fee_fen": 1})
-    st.commit(list(st.pending()), {CHARGES: 12})
+    st.commit(st.seal(), {CHARGES: 12})
     st.put(CHARGES, "ord-3", {"fee_fen": 2})  # never committed: not durable
     st.close()
     st = PartitionState(lambda: RocksBackend(path))
@@ -103,7 +103,7 @@ def test_items_lists_one_store_only(opener: Opener) -> None:
     st.put(TASKS, "x", 1)
     st.put(SEEN, "x", 2)
     st.put(SEEN, "y|z", 3)
-    st.commit(list(st.pending()), {SEEN: 0})
+    st.commit(st.seal(), {SEEN: 0})
     assert dict(st.items(TASKS)) == {"x": 1}
     assert dict(st.items(SEEN)) == {"x": 2, "y|z": 3}
     st.close()
@@ -113,7 +113,7 @@ def test_forget_drops_keys_from_the_local_store(opener: Opener) -> None:
     st = PartitionState(opener)
     for k in ("a", "b", "c"):
         st.put(SEEN, k, 1)
-    st.commit(list(st.pending()), {SEEN: 2})
+    st.commit(st.seal(), {SEEN: 2})
     st.forget(SEEN, iter(["a", "c", "never-there"]))
     assert dict(st.items(SEEN)) == {"b": 1} and st.checkpoint(SEEN) == 2
     st.close()
@@ -122,13 +122,13 @@ def test_forget_drops_keys_from_the_local_store(opener: Opener) -> None:
 def test_wipe_empties_and_reopens(opener: Opener) -> None:
     st = PartitionState(opener)
     st.put(TASKS, "t1", 1)
-    st.commit(list(st.pending()), {TASKS: 9})
+    st.commit(st.seal(), {TASKS: 9})
     st.put(TASKS, "t2", 2)
     st.wipe()
     assert st.get(TASKS, "t1") is None and st.get(TASKS, "t2") is None
     assert st.checkpoint(TASKS) is None and not st.dirty
     st.put(TASKS, "t3", 3)  # the reopened store takes writes again
-    st.commit(list(st.pending()), {TASKS: 0})
+    st.commit(st.seal(), {TASKS: 0})
     assert dict(st.items(TASKS)) == {"t3": 3}
     st.close()
 
@@ -138,12 +138,12 @@ def test_a_mirrored_store_answers_from_memory_and_follows_commits_forgets_and_re
 ) -> None:
     st = PartitionState(opener, mirrored=(SEEN,))
     st.put(SEEN, "orders/e1", 5)
-    st.commit(list(st.pending()), {SEEN: 0})
+    st.commit(st.seal(), {SEEN: 0})
     st.load_mirrors()
     st.backend.write([(b"seen|orders/e1", None)])  # behind the mirror's back: not read again
     assert st.get(SEEN, "orders/e1") == 5
     st.put(SEEN, "orders/e2", 6)
-    st.commit(list(st.pending()), {SEEN: 1})
+    st.commit(st.seal(), {SEEN: 1})
     assert st.get(SEEN, "orders/e2") == 6  # committed writes reach the mirror
     st.forget(SEEN, ["orders/e2"])
     assert st.get(SEEN, "orders/e2") is None
@@ -151,4 +151,28 @@ def test_a_mirrored_store_answers_from_memory_and_follows_commits_forgets_and_re
     assert st.get(SEEN, "orders/e3") == 7  # a restore drops the mirror: reads go to the store
     st.load_mirrors()
     assert st.get(SEEN, "orders/e3") == 7 and st.get(SEEN, "orders/e1") is None
+    st.close()
+
+
+def test_writes_after_a_seal_belong_to_the_next_transaction(opener: Opener) -> None:
+    """Pipelined commits: the sealed writes are read under the new ones, committed alone, and
+    a failure forgets both."""
+    st = PartitionState(opener)
+    st.put(TASKS, "t1", {"v": 1})
+    st.put(CHARGES, "c1", {"v": 1})
+    sealed = st.seal()
+    assert sealed == [(TASKS, "t1", b'{"v":1}'), (CHARGES, "c1", b'{"v":1}')]
+    assert not st.dirty and st.get(TASKS, "t1") == {"v": 1}  # still read while committing
+    st.put(TASKS, "t1", {"v": 2})
+    assert st.get(TASKS, "t1") == {"v": 2} and st.get(CHARGES, "c1") == {"v": 1}
+    with pytest.raises(RuntimeError):
+        st.seal()  # one sealed transaction at a time
+    st.commit(sealed, {TASKS: 0, CHARGES: 0})
+    assert st.dirty and list(st.pending()) == [(TASKS, "t1", b'{"v":2}')]
+    assert st.get(TASKS, "t1") == {"v": 2} and st.get(CHARGES, "c1") == {"v": 1}
+    second = st.seal()
+    st.put(CHARGES, "c1", {"v": 3})
+    st.discard()  # the sealed transaction failed: both layers go
+    assert st.get(TASKS, "t1") == {"v": 1} and st.get(CHARGES, "c1") == {"v": 1}
+    assert second and not st.dirty
     st.close()
