@@ -34,6 +34,8 @@ from streams.step import SEEN, RecordStep
 log = logging.getLogger(__name__)
 
 EXIT_TRANSACTION_FAILED = 3
+MAX_HELD = 20_000
+"""Records a partition decides while its previous transaction is still being committed."""
 
 
 class TransactionFailed(RuntimeError):
@@ -134,7 +136,13 @@ class PartitionTask:
 
     async def run(self, now: float, now_ms: int) -> int:
         """Decide what the merge allows; returns how many records were decided."""
-        ready = merge_ready(self._lanes, _ts, now, self.max_idle)
+        limit = None
+        if self.sealed is not None:
+            # while a commit is slow (a broker outage), held outputs must not grow unbounded
+            limit = MAX_HELD - self.decided_since_seal
+            if limit <= 0:
+                return 0
+        ready = merge_ready(self._lanes, _ts, now, self.max_idle, limit)
         if self.trace and ready:
             log.info(
                 "trace partition %d: taking %d; lanes left %s", self.partition, len(ready),
