@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import observe_many
+from streams.metrics import observe_all, observe_many
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[str, float]:
@@ -45,3 +47,18 @@ def test_observe_many_falls_back_to_observing_one_by_one() -> None:
     p = Plain()
     observe_many(p, 2.0, 3)
     assert p.seen == [2.0, 2.0, 2.0]
+
+
+@given(st.lists(st.sampled_from([0.0, 0.0005, 0.001, 0.002, 0.01, 0.5, 1e9]), max_size=30))
+def test_observe_all_equals_one_observation_each(values: list[float]) -> None:
+    registry = CollectorRegistry()
+    one = Histogram("one", "h", ["t"], registry=registry, buckets=(0.001, 0.01))
+    many = Histogram("many", "h", ["t"], registry=registry, buckets=(0.001, 0.01))
+    child = one.labels("a")
+    for v in values:
+        child.observe(v)
+    observe_all(many.labels("a"), values)
+    ones, manys = _samples(registry, "one"), _samples(registry, "many")
+    assert ones.keys() == manys.keys() and ones
+    for k in ones:
+        assert manys[k] == pytest.approx(ones[k])
