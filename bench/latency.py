@@ -68,6 +68,8 @@ class LatencyResult:
     p50_last_third_ms: float | None = None
     processing_p50_ms: float | None = None
     processing_p99_ms: float | None = None
+    p99_by_second_ms: list[float] = field(default_factory=list)
+    """Decision latency p99 of the events sent in each second of the run: where the tail is."""
     peak_rss_kib: int = 0
     worker_cpu_per_wall: float | None = None  # CPU seconds per second while offered load
     completeness: Completeness | None = None
@@ -259,6 +261,14 @@ async def run_latency(
                 f"{result.p50_first_third_ms:.0f} ms, last third {result.p50_last_third_ms:.0f}"
                 " ms): the worker did not keep up with the offered rate"
             )
+    if timeline:
+        start = timeline[0][0]
+        by_second: dict[int, list[float]] = {}
+        for sent, lat in timeline:
+            by_second.setdefault(int((sent - start) // 1000), []).append(lat)
+        result.p99_by_second_ms = [
+            round(percentile(sorted(v), 0.99) or 0.0, 1) for _, v in sorted(by_second.items())
+        ]
     result.outputs = len(decision)
     result.p50_ms = percentile(decision, 0.5)
     result.p99_ms = percentile(decision, 0.99)

@@ -222,6 +222,11 @@ def table(
             f"  livecommerce_processing_seconds             p50 "
             f"{_ms(lat['processing_p50_ms'])}  p99 {_ms(lat['processing_p99_ms'])}",
         ]
+        if latency.p99_by_second_ms:
+            lines.append(
+                "  decision p99 per second of sending (ms): "
+                + " ".join(f"{v:.0f}" for v in latency.p99_by_second_ms)
+            )
         lines += [f"  note: {n}" for n in latency.notes]
     rss = [
         (label, s.get(k))
