@@ -69,6 +69,9 @@ class LatencyResult:
     p50_last_third_ms: float | None = None
     processing_p50_ms: float | None = None
     processing_p99_ms: float | None = None
+    commit_p50_ms: float | None = None
+    commit_p99_ms: float | None = None
+    """`livecommerce_commit_seconds`: a sealed transaction's changelog, checks and commit."""
     p99_by_second_ms: list[float] = field(default_factory=list)
     """Decision latency p99 of the events sent in each second of the run: where the tail is."""
     peak_rss_kib: int = 0
@@ -199,7 +202,9 @@ async def run_latency(
             worker.start()
             await worker.wait_ready(session)
             deadline = time.monotonic() + timeout
-            before = histogram(await worker.metrics(session), "livecommerce_processing_seconds")
+            text = await worker.metrics(session)
+            before = histogram(text, "livecommerce_processing_seconds")
+            commits_before = histogram(text, "livecommerce_commit_seconds")
             follower = asyncio.create_task(
                 _follow([prefix + REJECTIONS, prefix + FEES], seen_ms, stop)
             )
@@ -223,11 +228,17 @@ async def run_latency(
             finally:
                 await admin.close()
             result.worker_cpu_per_wall = (worker.cpu_seconds() - cpu0) / (time.time() - wall0)
-            after = histogram(await worker.metrics(session), "livecommerce_processing_seconds")
-            delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
-            for q, attr in ((0.5, "processing_p50_ms"), (0.99, "processing_p99_ms")):
-                v = histogram_quantile(q, delta)
-                setattr(result, attr, None if v is None else v * 1000)
+            text = await worker.metrics(session)
+            for name, old, attrs in (
+                ("livecommerce_processing_seconds", before,
+                 ("processing_p50_ms", "processing_p99_ms")),
+                ("livecommerce_commit_seconds", commits_before, ("commit_p50_ms", "commit_p99_ms")),
+            ):
+                after = histogram(text, name)
+                delta = {b: after.get(b, 0.0) - old.get(b, 0.0) for b in after}
+                for q, attr in zip((0.5, 0.99), attrs, strict=True):
+                    v = histogram_quantile(q, delta)
+                    setattr(result, attr, None if v is None else v * 1000)
             result.peak_rss_kib = worker.peak_rss_kib()
             wait_until = time.monotonic() + 10.0
             want = len(expected.rejection_ids) + len(expected.fee_ids)

@@ -148,6 +148,8 @@ def summary(runs: Sequence[SystemRun], latency: LatencyResult | None) -> dict[st
             "visible_p99_ms": _r(latency.visible_p99_ms),
             "processing_p50_ms": _r(latency.processing_p50_ms, 3),
             "processing_p99_ms": _r(latency.processing_p99_ms, 3),
+            "commit_p50_ms": _r(latency.commit_p50_ms),
+            "commit_p99_ms": _r(latency.commit_p99_ms),
             "ok": latency.ok,
         }
     return s
@@ -221,6 +223,8 @@ def table(
             f"  p99 {_ms(lat['visible_p99_ms'])}",
             f"  livecommerce_processing_seconds             p50 "
             f"{_ms(lat['processing_p50_ms'])}  p99 {_ms(lat['processing_p99_ms'])}",
+            f"  livecommerce_commit_seconds                 p50 "
+            f"{_ms(lat['commit_p50_ms'])}  p99 {_ms(lat['commit_p99_ms'])}",
         ]
         if latency.p99_by_second_ms:
             lines.append(
