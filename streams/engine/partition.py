@@ -254,15 +254,24 @@ class PartitionTask:
                 where: fut for where, fut in (await outbox.flush()).items()
                 if where in changelog_counts
             }
+            # The offsets go to the transaction while its batches are still being acked (one
+            # round trip less); they only count if the transaction commits, which it does only
+            # once every batch is known to be written.
+            sending = asyncio.ensure_future(
+                self.producer.send_offsets_to_transaction(offsets, self.group_id)
+                if offsets
+                else asyncio.sleep(0)
+            )
             results = await asyncio.gather(*outbox.sent, return_exceptions=True)
+            offsets_sent = (await asyncio.gather(sending, return_exceptions=True))[0]
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 raise TransactionFailed(
                     f"partition {self.partition}: {len(failed)} of {len(results)} batches "
                     f"were not written ({failed[0]!r})"
                 )
-            if offsets:
-                await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+            if isinstance(offsets_sent, BaseException):
+                raise offsets_sent
             await self.producer.commit_transaction()
         except TransactionFailed:
             raise

@@ -147,7 +147,8 @@ async def test_a_failed_send_fails_the_commit_and_nothing_is_kept_locally(failin
     assert await task.run(0.0, NOW_MS) == 2
     with pytest.raises(TransactionFailed, match="not written"):
         await task.commit()
-    assert producer.committed == [] and producer.offsets == []
+    # the offsets may have been sent to the transaction (beside the batches), never committed
+    assert producer.committed == []
     assert local(task) == {s: {} for s in STORES}
     assert all(task.state.checkpoint(s) is None for s in STORES)
     await task.close()
