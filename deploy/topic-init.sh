@@ -11,7 +11,8 @@
 #   INPUT_RETENTION_MS          retention.ms of cart-adds, orders, xingtu-tasks (default
 #                               STREAMS_TOPIC_RETENTION_MS, else -1: forever; events dated 2020 carry
 #                               2020 timestamps and would be deleted at once by a time retention)
-#   OUTPUT_RETENTION_MS         retention.ms of rejections, fees, dead-letters (default as inputs)
+#   OUTPUT_RETENTION_MS         retention.ms of rejections, fees, dead-letters, policy-shadow,
+#                               advisories (default as inputs)
 #   KAFKA_COMMAND_CONFIG        client properties file for SASL/TLS (optional)
 #   KAFKA_TOPICS                the kafka-topics command (default /opt/kafka/bin/kafka-topics.sh)
 set -euo pipefail
@@ -25,7 +26,7 @@ output_retention="${OUTPUT_RETENTION_MS:-$input_retention}"
 read -r -a kafka_topics <<<"${KAFKA_TOPICS:-/opt/kafka/bin/kafka-topics.sh}"
 
 input_topics=(cart-adds orders xingtu-tasks)
-output_topics=(rejections fees dead-letters)
+output_topics=(rejections fees dead-letters policy-shadow advisories)
 
 log() { echo "topic-init: $*" >&2; }
 
@@ -49,6 +50,10 @@ partition_count() {  # partition_count NAME -> the topic's PartitionCount
 
 for topic in "${input_topics[@]}"; do create "$topic" "$input_retention"; done
 for topic in "${output_topics[@]}"; do create "$topic" "$output_retention"; done
+# the policy versions: compacted, one partition (every worker reads all of it, in one order)
+log "creating ${prefix}policies (compacted, 1 partition, replication=$replication)"
+topics_cmd --create --if-not-exists --topic "${prefix}policies" \
+  --partitions 1 --replication-factor "$replication" --config cleanup.policy=compact
 
 # --if-not-exists keeps existing topics as they are: make sure the inputs still agree.
 expected=""
@@ -69,4 +74,4 @@ done
 if [[ "$expected" != "$partitions" ]]; then
   log "note: the input topics already existed with $expected partitions (asked for $partitions)"
 fi
-log "ok: ${input_topics[*]/#/$prefix} ${output_topics[*]/#/$prefix} ($expected input partitions)"
+log "ok: ${input_topics[*]/#/$prefix} ${output_topics[*]/#/$prefix} ${prefix}policies ($expected input partitions)"

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.names import INPUT_TOPICS, OUTPUT_TOPICS, POLICIES
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
@@ -23,7 +25,7 @@ TOPIC_INIT = REPO / "deploy" / "topic-init.sh"
 POM = REPO / "deploy" / "local-kafka" / "pom.xml"
 
 SERVICES = {"kafka", "topic-init", "worker", "loadgen", "prometheus", "grafana"}
-TOPICS = ("cart-adds", "orders", "xingtu-tasks", "rejections", "fees", "dead-letters")
+TOPICS = (*INPUT_TOPICS, *OUTPUT_TOPICS, POLICIES)  # every topic the worker reads or writes
 WEB_PORT = 6066
 
 
