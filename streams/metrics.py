@@ -6,6 +6,7 @@ Served by Faust's web server at /metrics together with Faust's sensor metrics (p
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -181,37 +182,35 @@ def show_policy_in_force(version: str, code_version: str) -> None:
 def observe_many(child_: Any, value: float, n: int) -> None:
     """`n` observations of `value` (a batch's per-record average, counted once per record so
     `_count` stays the number of records), in one step where prometheus_client allows it."""
-    buckets = getattr(child_, "_buckets", None)
-    bounds = getattr(child_, "_upper_bounds", None)
-    total = getattr(child_, "_sum", None)
-    if buckets is None or bounds is None or total is None:
+    if not _add_counts(child_, ((value, n),)):
         for _ in range(n):
             child_.observe(value)
-        return
-    total.inc(value * n)
-    for i, bound in enumerate(bounds):
-        if value <= bound:
-            buckets[i].inc(n)
-            return
 
 
 def observe_all(child_: Any, values: list[float]) -> None:
     """Observe each of `values`, counting them per bucket first (one increment per bucket
     instead of one lock and bucket search per value) where prometheus_client allows it."""
+    if not _add_counts(child_, [(v, 1) for v in values]):
+        for v in values:
+            child_.observe(v)
+
+
+def _add_counts(child_: Any, counts: Sequence[tuple[float, int]]) -> bool:
+    """Add (value, how many times observed) pairs to a histogram child's buckets and sum
+    directly; False (nothing added) if this prometheus_client keeps them otherwise."""
     buckets = getattr(child_, "_buckets", None)
     bounds = getattr(child_, "_upper_bounds", None)
     total = getattr(child_, "_sum", None)
     if buckets is None or bounds is None or total is None:
-        for v in values:
-            child_.observe(v)
-        return
-    counts = [0] * len(bounds)
-    for v in values:
-        counts[bisect_left(bounds, v)] += 1
-    total.inc(sum(values))
-    for i, n in enumerate(counts):
+        return False
+    per_bucket = [0] * len(bounds)
+    for value, n in counts:
+        per_bucket[bisect_left(bounds, value)] += n
+    total.inc(sum(value * n for value, n in counts))
+    for i, n in enumerate(per_bucket):
         if n:
             buckets[i].inc(n)
+    return True
 
 
 class Tally:

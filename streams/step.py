@@ -119,7 +119,8 @@ class RecordStep:
                 topic, record, state, f"undecodable: {type(exc).__name__}: {exc}", now_ms
             )
         anchor = event.anchor_id
-        mismatch = record.key is None or record.key != anchor.encode()
+        key = anchor.encode()
+        mismatch = record.key is None or record.key != key
         home = home_partition(anchor, self.partitions)
         if home != record.partition:
             return StepResult(
@@ -150,10 +151,9 @@ class RecordStep:
             result.writes.append((CHARGES, charge_key, d.charge.to_json()))
         # the value is when the id was first decided (wall clock): see streams.expiry
         result.writes.append((SEEN, seen_key, now_ms))
-        key = anchor.encode()
         if d.rejection is not None:
             r = d.rejection
-            result.outputs.append(Output(REJECTIONS, r["anchor_id"].encode(), encode(r)))
+            result.outputs.append(Output(REJECTIONS, key, encode(r)))
         if d.fee is not None:
             f = d.fee
             result.outputs.append(Output(FEES, f["order_id"].encode(), encode(f)))

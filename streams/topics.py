@@ -86,6 +86,13 @@ def changelog_configs(dedup_retention_ms: int) -> dict[str, dict[str, str]]:
     }
 
 
+def policies_topic(name: str, replication: int) -> NewTopic:
+    """The policies topic as the worker and `python -m streams.policy publish` create it:
+    compacted (a version's latest record is what counts) and one partition (it is small, and
+    one log gives every reader the same order)."""
+    return NewTopic(name, 1, replication, topic_configs={"cleanup.policy": "compact"})
+
+
 async def ensure_topics(s: Settings, dedup_retention_ms: int) -> dict[str, int]:
     """Create missing topics; return partition counts; raise StartupError on a bad layout."""
     admin = AIOKafkaAdminClient(
@@ -130,11 +137,9 @@ async def _ensure(
         existing = await _created(admin, names, s.startup_timeout)
     policies = s.topic(POLICIES)
     if policies not in await _partition_counts(admin, [policies]):
-        # one partition: the topic is small, and one log gives every reader the same order
         log.info("creating topic %s (compacted, 1 partition)", policies)
-        compacted = {"cleanup.policy": "compact"}
         result = await admin.create_topics(
-            [NewTopic(policies, 1, s.topic_replication, topic_configs=compacted)],
+            [policies_topic(policies, s.topic_replication)],
             timeout_ms=int(s.startup_timeout * 1000),
         )
         _raise_for_create_errors(result)

@@ -43,10 +43,6 @@ class Outbox:
         for where, builder in held:
             await self._send_builder(where, builder)
 
-    @property
-    def empty(self) -> bool:
-        return not self.builders and not self.held
-
     async def add(
         self,
         topic: str,

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,9 +25,24 @@ from aiokafka.errors import KafkaError
 
 from streams import metrics
 from streams.policy.policy_file import PolicyError
-from streams.policy.versions import PolicyBook, PolicyDocument, parse_record
+from streams.policy.versions import PolicyBook, PolicyDocument
 
 log = logging.getLogger(__name__)
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    apply: Callable[[bytes | None, bytes | None, str], None],
+) -> None:
+    """Hand `apply(key, value, where)` every record of `tps` from the consumer's positions to
+    the end offsets as of the call, in offset order per partition (the worker and the CLI)."""
+    ends = await consumer.end_offsets(tps)
+    while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+        batches = await consumer.getmany(*tps, timeout_ms=200)
+        for tp in tps:
+            for rec in batches.get(tp, []):
+                apply(rec.key, rec.value, f"{rec.topic}@{rec.partition}:{rec.offset}")
 
 
 class PolicyFeed:
@@ -64,14 +80,15 @@ class PolicyFeed:
         )
         await asyncio.wait_for(consumer.start(), self.timeout)
         self._consumer = consumer
+        await consumer.topics()  # metadata of every topic: the partitions of this one
         parts = consumer.partitions_for_topic(self.topic) or {0}
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        await asyncio.wait_for(self._read_to_end(tps), self.timeout)
+        await asyncio.wait_for(read_to_end(consumer, tps, self.apply), self.timeout)
         if self.book.earliest_enforced() is None:
             await self._publish_seed()
-            await asyncio.wait_for(self._read_to_end(tps), self.timeout)
+            await asyncio.wait_for(read_to_end(consumer, tps, self.apply), self.timeout)
         if self.book.earliest_enforced() is None:
             raise RuntimeError(f"{self.topic} holds no enforced policy version, even after seeding")
         log.info(
@@ -89,15 +106,6 @@ class PolicyFeed:
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
-
-    async def _read_to_end(self, tps: list[TopicPartition]) -> None:
-        assert self._consumer is not None
-        ends = await self._consumer.end_offsets(tps)
-        while [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]:
-            batches = await self._consumer.getmany(*tps, timeout_ms=200)
-            for records in batches.values():
-                for rec in records:
-                    self.apply(rec.key, rec.value, f"{rec.topic}@{rec.partition}:{rec.offset}")
 
     async def _publish_seed(self) -> None:
         producer = AIOKafkaProducer(
@@ -121,32 +129,13 @@ class PolicyFeed:
     def apply(self, key: bytes | None, value: bytes | None, where: str) -> None:
         """One record of the topic, in offset order."""
         try:
-            doc = parse_record(key, value, where)
-            if doc is None:
-                self._withdraw(key.decode("utf-8", "replace") if key else "", where)
-                return
+            change = self.book.apply_record(key, value, where)
         except PolicyError as exc:
             self._refuse(str(exc))
             return
-        old = self.book.add(doc)
-        if old is None or old.fields != doc.fields:
-            log.info(
-                "policies: %s %s (%s, effective from %s, notice window %d days)",
-                "replaced" if old else "added", doc.version, doc.mode, doc.effective_from,
-                doc.notice_window_days,
-            )
-        self._show()
-
-    def _withdraw(self, policy_id: str, where: str) -> None:
-        doc = self.book.get(policy_id)
-        if doc is None:
-            return
-        if doc.mode == "enforced" and sum(d.mode == "enforced" for d in self.book.documents()) == 1:
-            self._refuse(f"{where}: withdrawing {policy_id} would leave no enforced version")
-            return
-        self.book.remove(policy_id)
-        log.info("policies: withdrew %s", policy_id)
-        self._show()
+        if change is not None:
+            log.info("policies: %s", change)
+            self._show()
 
     def _refuse(self, why: str) -> None:
         log.error("policies: refused %s; deciding on under the versions held", why)

@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from streams.names import POLICIES
 from streams.policy.clock import format_instant, parse_instant
 from streams.policy.policy_file import Policy, PolicyError, parse_policy
 from streams.policy.versions import (
@@ -25,10 +26,7 @@ from streams.policy.versions import (
     PolicyBook,
     PolicyDocument,
     parse_document,
-    parse_record,
 )
-
-POLICIES_TOPIC = "policies"
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -201,10 +199,10 @@ async def _start(settings: Any, client: Any) -> None:
 
 async def _ensure_topic(settings: Any, topic: str, create: bool) -> int | None:
     """The topic's partition count; creates it (compacted, one partition) when `create`."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    from streams.topics import client_auth
+    from streams.topics import client_auth, policies_topic
 
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
@@ -224,13 +222,7 @@ async def _ensure_topic(settings: Any, topic: str, create: bool) -> int | None:
             return len(desc["partitions"])
         if not create:
             return None
-        # One partition: the topic is small and one log keeps every reader's order the same.
-        new = NewTopic(
-            topic,
-            1,
-            settings.topic_replication,
-            topic_configs={"cleanup.policy": "compact"},
-        )
+        new = policies_topic(topic, settings.topic_replication)
         await admin.create_topics([new], timeout_ms=int(settings.startup_timeout * 1000))
         return 1
     except KafkaError as exc:
@@ -276,6 +268,7 @@ async def read_topic(topic: str) -> tuple[PolicyBook, list[str]]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
+    from streams.engine.policies import read_to_end
     from streams.topics import client_auth
 
     settings = _settings()
@@ -293,30 +286,21 @@ async def read_topic(topic: str) -> tuple[PolicyBook, list[str]]:
         **client_auth(settings),
     )
     await _start(settings, consumer)
+    def apply(key: bytes | None, value: bytes | None, where: str) -> None:
+        try:
+            book.apply_record(key, value, where)  # the workers' rule: they hold the same
+        except PolicyError as e:
+            refused.append(f"refused: {e}")
+
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(settings.startup_timeout, 10.0)
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            if loop.time() > deadline:
-                raise CliError(EXIT_SETUP, f"timed out reading {topic}")
-            batches = await consumer.getmany(*tps, timeout_ms=500)
-            for tp in tps:
-                for rec in batches.get(tp, []):
-                    where = f"{topic}@{tp.partition}:{rec.offset}"
-                    try:
-                        doc = parse_record(rec.key, rec.value, where)
-                    except PolicyError as e:
-                        refused.append(f"refused: {e}")
-                        continue
-                    if doc is None:
-                        key = rec.key.decode("utf-8", "replace") if rec.key else ""
-                        book.remove(key)
-                    else:
-                        book.add(doc)
+        await asyncio.wait_for(
+            read_to_end(consumer, tps, apply), timeout=max(settings.startup_timeout, 10.0)
+        )
+    except TimeoutError:
+        raise CliError(EXIT_SETUP, f"timed out reading {topic}") from None
     except KafkaError as exc:
         raise CliError(EXIT_SETUP, f"Kafka refused reading {topic}: {exc!r}") from None
     finally:
@@ -377,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _topic(arg: str | None) -> str:
     if arg:
         return arg
-    return str(_settings().topic(POLICIES_TOPIC))
+    return str(_settings().topic(POLICIES))
 
 
 def _quiet_client_logs() -> None:

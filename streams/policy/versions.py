@@ -257,6 +257,34 @@ class PolicyBook:
         self._changed()
         return old
 
+    def apply_record(self, key: bytes | str | None, value: bytes | None, where: str) -> str | None:
+        """One `policies` record, in offset order: what changed, in words (None: nothing).
+
+        Raises PolicyError, leaving the book as it was, for a record that is not a valid
+        document, whose key is not its version, or a tombstone that would withdraw the last
+        enforced version. Workers and `python -m streams.policy list` read the topic through
+        this one rule, so they hold the same versions.
+        """
+        doc = parse_record(key, value, where)
+        if doc is None:
+            policy_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else key or ""
+            old = self._docs.get(policy_id)
+            if old is None:
+                return None
+            if old.mode == "enforced" and len(self._enforced) == 1:
+                raise PolicyError(
+                    where, "<tombstone>", f"withdrawing {policy_id} would leave no enforced version"
+                )
+            self.remove(policy_id)
+            return f"withdrew {policy_id}"
+        old = self.add(doc)
+        if old is not None and old.fields == doc.fields:
+            return None
+        return (
+            f"{'replaced' if old else 'added'} {doc.version} ({doc.mode}, effective from "
+            f"{doc.effective_from}, notice window {doc.notice_window_days} days)"
+        )
+
     def __len__(self) -> int:
         return len(self._docs)
 
