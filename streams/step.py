@@ -53,7 +53,7 @@ class InputRecord:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Output:
     """A record to produce; `topic` is unprefixed, `partition` None lets the key decide."""
 

@@ -33,7 +33,7 @@ RULE_XINGTU_TASK_APPLIED = "xingtu-task-applied"
 _SHORT_VIDEO = "short_video"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Decision:
     """What to do with one event, and what state to store because of it.
 
@@ -71,16 +71,26 @@ def needed_keys(event: Event) -> tuple[str | None, str | None]:
 
 
 def decide(
-    event: Event, state: State, policy: Policy, *, record_ms: int | None, now_ms: int
+    event: Event,
+    state: State,
+    policy: Policy,
+    *,
+    record_ms: int | None,
+    now_ms: int,
+    at_ms: int | None = None,
 ) -> Decision:
     """Judge one event at its decision time (see `clock.decision_time`).
 
     `record_ms` is the Kafka record timestamp (None: trust occurred_at); `now_ms` only stamps
     `decided_at` on rejection records. A paid event for an order that already has a charge is
     accepted with no fee (orders are charged at most once). Raises ValueError for an order or task
-    status the schemas do not allow.
+    status the schemas do not allow. `at_ms`: judge at this instant instead, as if the event had
+    occurred then (what an advance notice asks: would it be rejected on that date?).
     """
-    t, clock = decision_time(event.occurred_ms, record_ms, policy.max_backdate_ms)
+    if at_ms is None:
+        t, clock = decision_time(event.occurred_ms, record_ms, policy.max_backdate_ms)
+    else:
+        t, clock = at_ms, "event"
     if isinstance(event, CartAdd):
         rule_id, reason = _gate(event, t, state.task, policy)
         if reason is None:

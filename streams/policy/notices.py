@@ -30,7 +30,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from streams.policy.clock import format_instant
@@ -101,7 +101,7 @@ def notices_for(
         policy = book.enforced_at(u)
         if policy is None:
             continue
-        trial = decide(replace(event, occurred_ms=u), state, policy, record_ms=None, now_ms=u)
+        trial = decide(event, state, policy, record_ms=None, now_ms=u, at_ms=u)
         if trial.outcome != "rejected" or trial.rule_id in found:
             continue
         reason = trial.reason or ""  # a rejection always has one

@@ -64,7 +64,7 @@ class TaskState:
         merged = sorted((*self.transitions, tr), key=_transition_order)
         if len(merged) > MAX_TRANSITIONS:
             merged = merged[-MAX_TRANSITIONS:]
-        return replace(self, transitions=tuple(merged))
+        return TaskState(self.task_id, self.anchor_id, self.product_id, tuple(merged))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,11 +79,7 @@ class TaskState:
         """Rebuild from `to_json()` output; normalises order and bounds, rejects corrupt data."""
         if not isinstance(d, dict):
             raise ValueError("task state must be an object")
-        state = cls(
-            task_id=_str_field(d, "task_id"),
-            anchor_id=_str_field(d, "anchor_id"),
-            product_id=_str_field(d, "product_id"),
-        )
+        ids = _str_field(d, "task_id"), _str_field(d, "anchor_id"), _str_field(d, "product_id")
         raw = d.get("transitions")
         if not isinstance(raw, list):
             raise ValueError("task state: transitions must be a list")
@@ -98,7 +94,7 @@ class TaskState:
                 raise ValueError(f"task state: bad transition {item!r}")
             transitions.add((item[0], item[1]))
         ordered = sorted(transitions, key=_transition_order)[-MAX_TRANSITIONS:]
-        return replace(state, transitions=tuple(ordered))
+        return cls(*ids, tuple(ordered))
 
 
 @dataclass(frozen=True, slots=True)

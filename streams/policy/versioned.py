@@ -30,7 +30,7 @@ class NoEnforcedPolicy(LookupError):
     """The book holds no enforced version (the worker never decides with such a book)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Verdict:
     decision: Decision
     """The enforced version's decision: the only one emitted and stored."""
@@ -41,6 +41,9 @@ class Verdict:
 
 
 def enforced_for(book: PolicyBook, occurred_ms: int, record_ms: int | None) -> PolicyDocument:
+    only = book.only_enforced
+    if only is not None:  # in force at every instant, or the earliest: decides every event
+        return only
     anchor = occurred_ms if record_ms is None else record_ms
     guard = book.enforced_doc_at(anchor) or book.earliest_enforced()
     if guard is None:

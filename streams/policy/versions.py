@@ -221,7 +221,7 @@ class PolicyBook:
     asks it several times per event, so the orderings are kept until the next change.
     """
 
-    __slots__ = ("_docs", "_enforced", "_enforced_from", "_instants", "_shadows")
+    __slots__ = ("_docs", "_enforced", "_enforced_from", "_instants", "_shadows", "only_enforced")
 
     def __init__(self, docs: Iterable[PolicyDocument] = ()) -> None:
         self._docs: dict[str, PolicyDocument] = {}
@@ -233,6 +233,8 @@ class PolicyBook:
         ordered = sorted(self._docs.values(), key=_order)
         self._enforced = [d for d in ordered if d.mode == "enforced"]
         self._enforced_from = [d.effective_from_ms for d in self._enforced]
+        self.only_enforced = self._enforced[0] if len(self._enforced) == 1 else None
+        """The enforced version when there is exactly one: it decides every event."""
         self._shadows = tuple(d for d in ordered if d.mode == "shadow")
         instants: set[int] = set()
         for doc in self._enforced:
