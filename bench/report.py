@@ -231,6 +231,11 @@ def table(
                 "  decision p99 per second of sending (ms): "
                 + " ".join(f"{v:.0f}" for v in latency.p99_by_second_ms)
             )
+        if latency.visible_p99_by_second_ms:
+            lines.append(
+                "  visible p99 per second of sending (ms):  "
+                + " ".join(f"{v:.0f}" for v in latency.visible_p99_by_second_ms)
+            )
         lines += [f"  note: {n}" for n in latency.notes]
     rss = [
         (label, s.get(k))

@@ -35,6 +35,9 @@ from streams.step import SEEN, RecordStep
 log = logging.getLogger(__name__)
 
 EXIT_INTERNAL_ERROR = 4
+CHUNK = 128
+"""Records a partition decides before the others get a turn and the event loop runs its
+other work (about 5 ms of deciding)."""
 MAX_BUFFERED = 20_000
 """Records buffered per input partition before it is fetched no more (back-pressure while
 the merge waits for another lane)."""
@@ -285,22 +288,39 @@ class Engine:
                 if task is not None and recs:
                     task.buffer(tp.topic, recs, now)
             inputs = self.inputs
-            for p, task in list(self.tasks.items()):
-                if inputs is not None:
+            if inputs is not None:
+                for task in self.tasks.values():
                     for tp in task.tps.values():
                         task.note_lag(tp.topic, inputs.behind(tp))
-                try:
-                    await task.run(now, now_ms)
-                except Exception as exc:
-                    await self._reset(p, task, exc)
-                    continue
-                if task.committing is None and task.commit_due(self.cfg.commit_interval):
-                    # sealed here, between batches; committed in the background while this
-                    # and the other partitions go on deciding
-                    sealed = task.seal()
-                    task.committing = asyncio.ensure_future(
-                        self._commit_in_background(p, task, sealed)
-                    )
+            # Round robin in chunks, yielding between rounds: the commits' round trips and the
+            # producers' acks run on this event loop, and one long batch held them all up; the
+            # partitions of one fetch share the time instead of waiting for each other.
+            busy = list(self.tasks.items())
+            while busy:
+                still = []
+                for p, task in busy:
+                    if self.tasks.get(p) is not task:
+                        continue  # reset or revoked meanwhile
+                    try:
+                        n = await task.run(now, now_ms, CHUNK)
+                    except Exception as exc:
+                        await self._reset(p, task, exc)
+                        continue
+                    if task.committing is None and task.commit_due(self.cfg.commit_interval):
+                        # sealed here, between batches; committed in the background while
+                        # this and the other partitions go on deciding
+                        sealed = task.seal()
+                        task.committing = asyncio.ensure_future(
+                            self._commit_in_background(p, task, sealed)
+                        )
+                    if n >= CHUNK:
+                        still.append((p, task))
+                busy = still
+                if busy:
+                    # `now` stays the fetch's: an idle lane's wait may only run out at a fetch,
+                    # after the consumer had its chance to deliver what the lane waited for
+                    await asyncio.sleep(0)
+                    now_ms = int(self.clock() * 1000)
 
     async def _commit_in_background(self, p: int, task: PartitionTask, sealed: Any) -> None:
         try:

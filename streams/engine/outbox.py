@@ -24,26 +24,32 @@ def key_partition(key: bytes, partitions: int) -> int:
 
 
 class Outbox:
+    """Records appended synchronously (no coroutine per record); full batches queue in `full`
+    and go out, in the order they filled, on `send_full()` unless the outbox is held."""
+
     def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int]) -> None:
         self.producer = producer
         self.partitions = partitions
         """Partition count per topic, read when the partition was set up."""
         self.builders: dict[tuple[str, int], Any] = {}
+        self.full: list[tuple[tuple[str, int], Any]] = []
+        """Filled batches not yet handed to the producer, oldest first."""
         self.sent: list[asyncio.Future[Any]] = []
-        self.held: list[tuple[tuple[str, int], Any]] | None = None
-        """While not None, full batches wait here instead of being sent: the records belong to
-        a transaction that has not begun (the previous one is still being committed)."""
+        self.held = False
+        """While True, full batches wait: the records belong to a transaction that has not
+        begun (the previous one is still being committed)."""
+        self._sending = asyncio.Lock()
+        """One sender at a time: per partition, batches reach Kafka in the order they filled."""
 
     def hold(self) -> None:
-        self.held = []
+        self.held = True
 
     async def release(self) -> None:
         """The transaction began: send what was held, and send from now on."""
-        held, self.held = self.held or [], None
-        for where, builder in held:
-            await self._send_builder(where, builder)
+        self.held = False
+        await self.send_full()
 
-    async def add(
+    def add(
         self,
         topic: str,
         key: bytes | None,
@@ -61,19 +67,21 @@ class Outbox:
         if builder is None:
             builder = self.builders[where] = self.producer.create_batch()
         if builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
-            await self._send(where, builder)
+            self.full.append((where, builder))
             builder = self.builders[where] = self.producer.create_batch()
             if builder.append(
                 timestamp=timestamp_ms, key=key, value=value, headers=headers
             ) is None:
                 raise ValueError(f"a record for {topic} does not fit in an empty batch")
 
-    async def _send(self, where: tuple[str, int], builder: Any) -> asyncio.Future[Any] | None:
-        del self.builders[where]
-        if self.held is not None:
-            self.held.append((where, builder))
-            return None
-        return await self._send_builder(where, builder)
+    async def send_full(self) -> None:
+        """Hand the filled batches to the producer (none while held)."""
+        if self.held or not self.full:
+            return
+        async with self._sending:
+            while self.full and not self.held:
+                where, builder = self.full.pop(0)
+                await self._send_builder(where, builder)
 
     async def _send_builder(self, where: tuple[str, int], builder: Any) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = await self.producer.send_batch(
@@ -83,15 +91,18 @@ class Outbox:
         return fut
 
     async def flush(self) -> dict[tuple[str, int], asyncio.Future[Any]]:
-        """Hand every open batch to the producer; returns the futures by topic partition."""
-        assert self.held is None, "flushing an outbox whose transaction has not begun"
+        """Hand every batch to the producer; returns the last future by topic partition."""
+        assert not self.held, "flushing an outbox whose transaction has not begun"
+        await self.send_full()
         out = {}
-        for where, b in list(self.builders.items()):
-            del self.builders[where]
-            out[where] = await self._send_builder(where, b)
+        async with self._sending:
+            for where, b in list(self.builders.items()):
+                del self.builders[where]
+                out[where] = await self._send_builder(where, b)
         return out
 
     def clear(self) -> None:
         self.builders.clear()
+        self.full.clear()
         self.sent = []
-        self.held = None
+        self.held = False

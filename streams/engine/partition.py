@@ -134,14 +134,14 @@ class PartitionTask:
 
     # -- deciding -------------------------------------------------------------------------
 
-    async def run(self, now: float, now_ms: int) -> int:
-        """Decide what the merge allows; returns how many records were decided."""
-        limit = None
+    async def run(self, now: float, now_ms: int, limit: int | None = None) -> int:
+        """Decide what the merge allows, at most `limit`; returns how many were decided."""
         if self.sealed is not None:
             # while a commit is slow (a broker outage), held outputs must not grow unbounded
-            limit = MAX_HELD - self.decided_since_seal
-            if limit <= 0:
+            room = MAX_HELD - self.decided_since_seal
+            if room <= 0:
                 return 0
+            limit = room if limit is None else min(limit, room)
         ready = merge_ready(self._lanes, _ts, now, self.max_idle, limit)
         if self.trace and ready:
             log.info(
@@ -184,7 +184,7 @@ class PartitionTask:
                 if store == SEEN:
                     remember(key, value)
             for o in r.outputs:
-                await add(
+                add(
                     prefix + o.topic,
                     o.key,
                     o.value,
@@ -204,6 +204,7 @@ class PartitionTask:
                     r.outcome,
                 )
         tally.flush()
+        await self.outbox.send_full()
         per_record = (time.perf_counter() - started) / len(ready)
         per_topic: dict[str, int] = {}
         for rec in ready:
@@ -242,10 +243,9 @@ class PartitionTask:
             return {}
         outbox, encoded, offsets = sealed.outbox, sealed.encoded, sealed.offsets
         try:
+            add, changelogs, part = outbox.add, self.changelogs, self.partition
             for store, key, value in encoded:
-                await outbox.add(
-                    self.changelogs[store], key.encode(), value, partition=self.partition
-                )
+                add(changelogs[store], key.encode(), value, partition=part)
             changelog_counts = {
                 (t, p): b.record_count() for (t, p), b in outbox.builders.items()
                 if t in self.changelog_topics
