@@ -35,6 +35,8 @@ class Outbox:
         self.full: list[tuple[tuple[str, int], Any]] = []
         """Filled batches not yet handed to the producer, oldest first."""
         self.sent: list[asyncio.Future[Any]] = []
+        self.written: set[tuple[str, int]] = set()
+        """Every (topic, partition) a batch was handed over for."""
         self.held = False
         """While True, full batches wait: the records belong to a transaction that has not
         begun (the previous one is still being committed)."""
@@ -88,6 +90,7 @@ class Outbox:
             builder, where[0], partition=where[1]
         )
         self.sent.append(fut)
+        self.written.add(where)
         return fut
 
     async def flush(self) -> dict[tuple[str, int], asyncio.Future[Any]]:
@@ -105,4 +108,5 @@ class Outbox:
         self.builders.clear()
         self.full.clear()
         self.sent = []
+        self.written = set()
         self.held = False

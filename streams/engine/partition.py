@@ -49,6 +49,23 @@ class Sealed:
     outbox: Outbox
     encoded: list[tuple[str, str, bytes | None]]
     offsets: dict[TopicPartition, int]
+    early: asyncio.Future[None] | None = None
+    """The offsets sent when the transaction began (see `PartitionTask._begin`)."""
+
+
+def add_early(producer: AIOKafkaProducer, tps: list[TopicPartition]) -> None:
+    """Add partitions to the producer's open transaction before anything is sent to them.
+
+    aiokafka (0.14) has no public call for it; its transaction manager adds a partition when a
+    batch for it is first sent, by the same method. Without that method, nothing is done: the
+    partitions are then added at the first send, one round trip later in the commit.
+    """
+    manager = getattr(producer, "_txn_manager", None)
+    add = getattr(manager, "maybe_add_partition_to_txn", None)
+    if add is None:
+        return
+    for tp in tps:
+        add(tp)
 
 
 def _ts(record: Any) -> tuple[int, int]:
@@ -94,9 +111,15 @@ class PartitionTask:
         self.partition_counts = partition_counts
         self.outbox = Outbox(producer, partition_counts)
         self.changelog_topics = frozenset(changelogs.values())
+        self.early_partitions = {TopicPartition(t, partition) for t in self.changelog_topics}
+        """Added to each transaction as it begins: the changelogs, and whatever the previous
+        transaction wrote to (see `_begin`)."""
         self.store_of = {t: s for s, t in changelogs.items()}
         self.in_txn = False
         """The producer has begun the transaction `outbox` belongs to."""
+        self.early: asyncio.Future[None] | None = None
+        self.recent: set[TopicPartition] = set()
+        """The partitions the last committed transaction wrote to."""
         self.txn_started = 0.0
         self.sealed: Sealed | None = None
         """The transaction being committed; decisions meanwhile belong to the next one."""
@@ -161,8 +184,7 @@ class PartitionTask:
 
     async def _decide(self, ready: list[Any], now_ms: int) -> None:
         if not self.in_txn and self.sealed is None:
-            await self.producer.begin_transaction()
-            self.in_txn = True
+            await self._begin()
             self.txn_started = time.monotonic()
         elif self.decided_since_seal == 0 and self.sealed is not None:
             self.txn_started = time.monotonic()  # the held transaction's age counts from here
@@ -216,6 +238,36 @@ class PartitionTask:
 
     # -- committing -----------------------------------------------------------------------
 
+    async def _begin(self) -> None:
+        """Begin a transaction and do at once what its commit would otherwise wait for.
+
+        A commit is a chain of round trips, each one waiting for the event loop: add the
+        partitions written to the transaction, add the group's offsets partition, commit the
+        offsets, then end the transaction. The changelog partitions, and under load the
+        partitions the previous transaction wrote to, are written by nearly every
+        transaction, and the group's offsets partition by every one: they are added now,
+        while the partition decides, and the offsets decided so far are sent now too (the
+        commit sends the final ones, which replace them; nothing counts unless the
+        transaction commits). That leaves the commit the last batches beside the final
+        offsets, then the end. A partition added but not written costs its transaction
+        marker only.
+        """
+        await self.producer.begin_transaction()
+        self.in_txn = True
+        add_early(self.producer, sorted(self.early_partitions | self.recent))
+        if self.next_offsets:
+            self.early = asyncio.ensure_future(
+                self.producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
+            )
+
+    async def _send_offsets(
+        self, offsets: dict[TopicPartition, int], early: asyncio.Future[None] | None
+    ) -> None:
+        if early is not None:
+            await early  # offsets are committed in the order they were sent
+        if offsets:
+            await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+
     def commit_due(self, interval: float) -> bool:
         return self.in_txn and time.monotonic() - self.txn_started >= interval
 
@@ -228,7 +280,8 @@ class PartitionTask:
         being decided); None if there is none."""
         if not self.in_txn or self.sealed is not None:
             return None
-        sealed = Sealed(self.outbox, self.state.seal(), dict(self.next_offsets))
+        sealed = Sealed(self.outbox, self.state.seal(), dict(self.next_offsets), self.early)
+        self.early = None
         self.sealed = sealed
         self.outbox = Outbox(self.producer, self.partition_counts)
         self.outbox.hold()
@@ -257,11 +310,7 @@ class PartitionTask:
             # The offsets go to the transaction while its batches are still being acked (one
             # round trip less); they only count if the transaction commits, which it does only
             # once every batch is known to be written.
-            sending = asyncio.ensure_future(
-                self.producer.send_offsets_to_transaction(offsets, self.group_id)
-                if offsets
-                else asyncio.sleep(0)
-            )
+            sending = asyncio.ensure_future(self._send_offsets(offsets, sealed.early))
             results = await asyncio.gather(*outbox.sent, return_exceptions=True)
             offsets_sent = (await asyncio.gather(sending, return_exceptions=True))[0]
             failed = [r for r in results if isinstance(r, BaseException)]
@@ -273,6 +322,7 @@ class PartitionTask:
             if isinstance(offsets_sent, BaseException):
                 raise offsets_sent
             await self.producer.commit_transaction()
+            self.recent = {TopicPartition(t, p) for t, p in outbox.written}
         except TransactionFailed:
             raise
         except Exception as exc:
@@ -289,8 +339,7 @@ class PartitionTask:
         )
         try:
             if self.decided_since_seal:
-                await self.producer.begin_transaction()
-                self.in_txn = True
+                await self._begin()
             self.sealed = None
             await self.outbox.release()
         except Exception as exc:
@@ -299,6 +348,8 @@ class PartitionTask:
 
     async def close(self) -> None:
         """Drop what was not committed (an open transaction is aborted by the next owner)."""
+        if self.early is not None:
+            self.early.cancel()
         self.state.discard()
         try:
             self.state.close()

@@ -120,11 +120,23 @@ class FakeBatch:
         return len(self.records)
 
 
+class FakeTxnManager:
+    """The one method of aiokafka's transaction manager the worker calls (`add_early`)."""
+
+    def __init__(self) -> None:
+        self.added: list[set[TopicPartition]] = []
+        """Per transaction begun, the partitions added before anything was sent to them."""
+
+    def maybe_add_partition_to_txn(self, tp: TopicPartition) -> None:
+        self.added[-1].add(tp)
+
+
 class FakeProducer:
     """A transactional producer that records everything; `fail_topics` make their sends fail
     (the future, not the call, as aiokafka reports a batch the broker rejected)."""
 
     def __init__(self, fail_topics: tuple[str, ...] = ()) -> None:
+        self._txn_manager = FakeTxnManager()
         self.fail_topics = fail_topics
         self.sent: list[Sent] = []
         self.offsets: list[tuple[dict[TopicPartition, int], str]] = []
@@ -135,6 +147,7 @@ class FakeProducer:
         self._next: dict[tuple[str, int], int] = defaultdict(int)
 
     async def begin_transaction(self) -> None:
+        self._txn_manager.added.append(set())
         self.begun += 1
         self.txn += 1
 

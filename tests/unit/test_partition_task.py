@@ -227,3 +227,43 @@ async def test_decisions_while_a_transaction_commits_go_into_the_next_one() -> N
     (fee,) = producer.to("p-fees")
     assert fee.txn == 2
     assert {s.txn for s in producer.to(CHANGELOG_TOPICS[TASKS])} == {1}
+
+
+async def test_a_transaction_adds_its_likely_partitions_and_offsets_as_it_begins() -> None:
+    """What the commit would wait for is done as the transaction begins: the changelog
+    partitions and those the previous transaction wrote to are added, the offsets so far sent
+    (the commit's final offsets replace them)."""
+    producer = FakeProducer()
+    task = make_task(P, producer=producer)
+    caught_up(task)
+    t = ev.task(ANCHOR, "sku", "xt-1", "2020-09-01T10:00:00+08:00")
+    c, o = sale("2020-09-10T10:00:00+08:00")
+    task.buffer("p-xingtu-tasks", [rec("xingtu-tasks", 0, t)])
+    task.buffer("p-cart-adds", [rec("cart-adds", 0, c)])
+    task.buffer("p-orders", [rec("orders", 0, o)])
+    assert await task.run(0.0, NOW_MS) == 3
+    changelogs = {TopicPartition(topic, P) for topic in CHANGELOG_TOPICS.values()}
+    assert producer._txn_manager.added == [changelogs]  # nothing decided before: no offsets
+    assert producer.offsets == []
+    await task.commit()
+    (fee,) = producer.to("p-fees")
+    c2 = ev.cart_add(ANCHOR, "sku", "taobao", "2020-09-11T10:00:00+08:00", task_id="xt-1")
+    task.buffer("p-cart-adds", [rec("cart-adds", 1, c2)])
+    assert await task.run(0.0, NOW_MS) == 1
+    second = producer._txn_manager.added[1]
+    assert changelogs | {TopicPartition("p-fees", fee.partition or 0)} <= second
+    inputs = ("xingtu-tasks", "cart-adds", "orders")
+    first_offsets = {TopicPartition(f"p-{t}", P): 1 for t in inputs}
+    await task.commit()
+    assert [o for o, _ in producer.offsets] == [
+        first_offsets,  # the first commit
+        first_offsets,  # sent early as the second transaction began
+        {**first_offsets, TopicPartition("p-cart-adds", P): 2},  # its commit
+    ]
+    assert producer.committed == [1, 2]
+
+
+def test_aiokafka_still_adds_partitions_by_the_method_the_worker_calls() -> None:
+    from aiokafka.producer.transaction_manager import TransactionManager
+
+    assert callable(getattr(TransactionManager, "maybe_add_partition_to_txn", None))
