@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -126,7 +127,24 @@ async def _paced_send(
         bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, enable_idempotence=True
     )
     await producer.start()
-    futs: list[asyncio.Future[Any]] = []
+    targets: dict[TopicPartition, int] = {}
+    failed: list[BaseException] = []
+    done = [0]
+
+    def acked(fut: asyncio.Future[Any]) -> None:
+        # per record as its batch is acked: gathering ~200k futures at the end queued one
+        # callback each on this loop at once and stalled the follower (and the last sends)
+        # for ~2 s, which the figures then counted as the worker's latency
+        done[0] += 1
+        exc = fut.exception()
+        if exc is not None:
+            failed.append(exc)
+            return
+        meta = fut.result()
+        tp = TopicPartition(meta.topic, meta.partition)
+        if meta.offset + 1 > targets.get(tp, 0):
+            targets[tp] = meta.offset + 1
+
     try:
         t0 = time.time()
         i = 0
@@ -137,19 +155,39 @@ async def _paced_send(
                 now_ms = time.time() * 1000
                 if p.event is not None:
                     sent_ms[p.event["event_id"]] = now_ms
-                futs.append(
-                    await producer.send(p.topic, p.value, key=p.key, timestamp_ms=p.timestamp_ms)
-                )
+                fut = await producer.send(p.topic, p.value, key=p.key, timestamp_ms=p.timestamp_ms)
+                fut.add_done_callback(acked)
                 i += 1
             await asyncio.sleep(0.002)
         seconds = time.time() - t0
-        targets: dict[TopicPartition, int] = {}
-        for meta in await asyncio.gather(*futs):
-            tp = TopicPartition(meta.topic, meta.partition)
-            targets[tp] = max(targets.get(tp, 0), meta.offset + 1)
+        await producer.flush()
+        while done[0] < len(records):
+            await asyncio.sleep(0.01)  # the last callbacks
+        if failed:
+            raise RuntimeError(f"{len(failed)} records were not sent: {failed[0]!r}")
         return seconds, targets
     finally:
         await producer.stop()
+
+
+def _dump(
+    path: Path, outputs: list[Any], prefix: str, sent_ms: dict[str, float],
+    seen_ms: dict[str, float],
+) -> None:
+    """One line per output (topic, key, input sent, output CreateTime, seen; ms): to look
+    into a tail the per-second figures point at."""
+    with path.open("w") as f:
+        for r in outputs:
+            if r.topic == prefix + DEAD_LETTERS:
+                continue
+            event_id = orjson.loads(r.value or b"{}").get("event_id")
+            if event_id in sent_ms:
+                kind = r.topic[len(prefix):]
+                key = (r.key or b"-").decode(errors="replace").replace(" ", "_")
+                f.write(
+                    f"{kind} {key} {sent_ms[event_id]:.1f} {r.timestamp_ms} "
+                    f"{seen_ms.get(event_id, -1):.1f}\n"
+                )
 
 
 def _p99_by_second(timeline: list[tuple[float, float]]) -> list[float]:
@@ -292,6 +330,8 @@ async def run_latency(
                 f"{result.p50_first_third_ms:.0f} ms, last third {result.p50_last_third_ms:.0f}"
                 " ms): the worker did not keep up with the offered rate"
             )
+    if os.environ.get("BENCH_LATENCY_DUMP"):
+        _dump(Path(os.environ["BENCH_LATENCY_DUMP"]), outputs, prefix, sent_ms, seen_ms)
     result.p99_by_second_ms = _p99_by_second(timeline)
     result.visible_p99_by_second_ms = _p99_by_second(visible_timeline)
     result.outputs = len(decision)
