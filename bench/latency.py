@@ -203,7 +203,7 @@ def _p99_by_second(timeline: list[tuple[float, float]]) -> list[float]:
 
 async def _follow(topics: list[str], seen_ms: dict[str, float], stop: asyncio.Event) -> None:
     """Record when each output id becomes visible to a read_committed consumer."""
-    consumer = committed_reader(*topics, bootstrap=BOOTSTRAP)
+    consumer = committed_reader(*topics, bootstrap=BOOTSTRAP, fetch_max_wait_ms=50)
     await consumer.start()
     try:
         while not stop.is_set():

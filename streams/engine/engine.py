@@ -226,6 +226,15 @@ class Engine:
                 trace=cfg.trace,
             )
             tasks[p].expect({tp.topic: o for tp, o in positions.items() if tp.partition == p})
+        try:
+            await asyncio.gather(*(
+                task.warm_up({tp: o for tp, o in positions.items() if tp.partition == p})
+                for p, task in tasks.items()
+            ))
+        except BaseException:
+            for task in tasks.values():
+                await task.close()
+            raise
         log.info("partitions %s ready", sorted(partitions))
         return tasks
 

@@ -28,7 +28,7 @@ from streams.engine.merge import Lane, merge_ready
 from streams.engine.outbox import Outbox
 from streams.engine.store import PartitionState
 from streams.expiry import Expiry
-from streams.names import INPUT_TOPICS
+from streams.names import FEES, INPUT_TOPICS, REJECTIONS
 from streams.step import SEEN, RecordStep
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,23 @@ class PartitionTask:
             self.early = asyncio.ensure_future(
                 self.producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
             )
+
+    async def warm_up(self, positions: dict[TopicPartition, int]) -> None:
+        """One empty transaction before the first decision: it finds the group's coordinator,
+        adds the changelog and output partitions and commits the input positions the partition
+        starts from (the committed offsets, or where an uncommitted input is read from), so
+        the first transactions do not wait for lookups and connections (their decisions' p99
+        was 3-4 times the rest's)."""
+        outputs = [
+            TopicPartition(topic, p)
+            for topic in (self.prefix + REJECTIONS, self.prefix + FEES)
+            for p in range(self.partition_counts.get(topic, 0))
+        ]
+        await self.producer.begin_transaction()
+        add_early(self.producer, sorted(self.early_partitions | set(outputs)))
+        if positions:
+            await self.producer.send_offsets_to_transaction(positions, self.group_id)
+        await self.producer.commit_transaction()
 
     async def _send_offsets(
         self, offsets: dict[TopicPartition, int], early: asyncio.Future[None] | None

@@ -267,3 +267,16 @@ def test_aiokafka_still_adds_partitions_by_the_method_the_worker_calls() -> None
     from aiokafka.producer.transaction_manager import TransactionManager
 
     assert callable(getattr(TransactionManager, "maybe_add_partition_to_txn", None))
+
+
+async def test_a_warm_up_transaction_commits_the_starting_positions_and_nothing_else() -> None:
+    producer = FakeProducer()
+    task = make_task(P, producer=producer)
+    start = {TopicPartition("p-orders", P): 7}
+    await task.warm_up(start)
+    assert producer.committed == [1] and producer.sent == []
+    assert producer.offsets == [(start, GROUP)]
+    (added,) = producer._txn_manager.added
+    assert {TopicPartition(t, P) for t in CHANGELOG_TOPICS.values()} <= added
+    assert TopicPartition("p-fees", 0) in added and TopicPartition("p-rejections", P) in added
+    assert local(task) == {s: {} for s in STORES} and not task.in_txn
