@@ -5,9 +5,12 @@ topic rank, offset); each partition's log order is kept because only heads are t
 Streams' PartitionGroup). While an input partition has nothing buffered:
 - if the broker is known to hold more for it (`behind`), nothing is taken: its next record
   could belong first;
-- if it is caught up, a record of the others is taken only once it has been buffered for
-  `max_idle`: producers batch per partition, so a record of a sparse input can reach the broker
-  a linger period after records of busy inputs that were produced after it.
+- if it is caught up, a record of the others is taken only once the broker has confirmed the
+  empty partition still caught up (a fetch response, `Lane.confirmed`) at least `max_idle`
+  after that record arrived: producers batch per partition, so a record of a sparse input can
+  reach the broker a linger period after records of busy inputs that were produced after it,
+  and time the worker spent deciding other records is no evidence that it did not (a backlog
+  released at once was decided out of order that way).
 Kafka Streams waits once per empty period (its idle deadline is reset only when the partition
 receives data) and then decides freely; measuring the wait from each record's arrival keeps
 every decision in event-time order whenever cross-input skew stays below `max_idle`.
@@ -32,6 +35,9 @@ class Lane(Generic[R]):
     records: deque[R] = field(default_factory=deque)
     behind: bool = True
     """The broker holds records for this partition past what is buffered (or it is unknown)."""
+    confirmed: float = float("inf")
+    """When the broker last said where this partition ends (the fetch response `behind` comes
+    from), on the clock of `now`; +inf: as of any time (a caller that does not track it)."""
     arrivals: deque[list[float]] = field(default_factory=deque)
     """[arrival time, records left] per added batch, oldest first."""
 
@@ -71,6 +77,7 @@ def merge_ready(
         best: Lane[R] | None = None
         best_key: tuple[int, int, int] | None = None
         empty = False
+        confirmed = now
         for lane in lanes:
             if lane.records:
                 ts, offset = key(lane.records[0])
@@ -81,9 +88,10 @@ def merge_ready(
                 return out
             else:
                 empty = True
+                confirmed = min(confirmed, lane.confirmed)
         if best is None:
             return out
-        if empty and max_idle > 0 and now - best.head_arrival < max_idle:
+        if empty and max_idle > 0 and confirmed - best.head_arrival < max_idle:
             return out
         out.append(best.pop())
     return out

@@ -152,8 +152,12 @@ class PartitionTask:
     def buffered(self, topic: str) -> int:
         return len(self.lanes[self.short[topic]].records)
 
-    def note_lag(self, topic: str, behind: bool) -> None:
-        self.lanes[self.short[topic]].behind = behind
+    def note_lag(self, topic: str, behind: bool, confirmed: float = float("inf")) -> None:
+        """Whether the broker holds more for an input partition than was fetched, as its fetch
+        response of `confirmed` (monotonic) said (see merge's idle rule)."""
+        lane = self.lanes[self.short[topic]]
+        lane.behind = behind
+        lane.confirmed = confirmed
 
     # -- deciding -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiokafka
@@ -22,9 +23,11 @@ from streams.engine.engine import EXIT_INTERNAL_ERROR, Engine, exit_now
 
 log = logging.getLogger(__name__)
 
-FETCH_MAX_WAIT_MS = 100
+FETCH_MAX_WAIT_MS = 25
 """How long the broker may hold a fetch with no data: bounds how long a fetch in flight for
-caught-up partitions can delay the next fetch of a busy one."""
+caught-up partitions can delay the next fetch of a busy one, and how stale the word that an
+empty input is still caught up can be (a record the merge holds for it waits for a response
+received `STREAMS_MAX_IDLE_MS` after it arrived)."""
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -40,19 +43,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     # -- what the engine asks of the group's consumer --------------------------------------
 
-    def behind(self, tp: TopicPartition) -> bool:
-        """Does the broker hold committed records for `tp` past what was fetched? True while
+    def lag(self, tp: TopicPartition) -> tuple[bool, float]:
+        """Does the broker hold records for `tp` past what was fetched (committed, or in a
+        transaction still open), and when did a fetch response say so (monotonic)? Behind while
         unknown (before the first fetch response after an assignment or seek)."""
         state = self._aiokafka_state(tp)
-        if state is None or not state.has_valid_position or state.lso is None:
-            behind = True
-        else:
-            behind = bool(state.position < state.lso)
+        if state is None or not state.has_valid_position:
+            return True, float("-inf")
+        # the response time first: aiokafka sets it after the stable offset, so a response
+        # seen here is never newer than the offset read next
+        at_ms = state.timestamp
+        lso, highwater = state.lso, state.highwater
+        if lso is None or highwater is None or at_ms is None:
+            return True, float("-inf")
+        # A stable offset below the high watermark is an open transaction at the partition's
+        # end: its records may become readable at any moment and precede what the other inputs
+        # hold (a backlog committed at once shows this, one partition after another).
+        behind = bool(state.position < lso or lso < highwater)
+        confirmed = time.monotonic() - (time.time() - at_ms / 1000)
         if self.engine.cfg.trace:
-            log.info("trace lag %s: position %s lso %s -> behind %s", tp,
-                     state and state.has_valid_position and state.position,
-                     state and state.lso, behind)
-        return behind
+            log.info("trace lag %s: position %s lso %s at %s -> behind %s", tp,
+                     state.position, lso, at_ms, behind)
+        return behind, confirmed
 
     def _aiokafka_state(self, tp: TopicPartition) -> Any:
         # aiokafka answers position() only as a coroutine in the consumer's own thread; its

@@ -20,8 +20,8 @@ from tests.unit.shell_fakes import partition_task as make_task
 class CaughtUp:
     """Every input partition is at its end on the broker."""
 
-    def behind(self, tp: TopicPartition) -> bool:
-        return False
+    def lag(self, tp: TopicPartition) -> tuple[bool, float]:
+        return False, time.monotonic()  # as a fetch response just said
 
 
 def engine(max_idle: float) -> Engine:
@@ -91,7 +91,7 @@ async def test_an_idle_wait_does_not_run_out_while_the_fetch_is_being_decided() 
     e = engine(max_idle=0.02)
     e.tasks = {0: make_task(0, max_idle=0.02)}
     order: list[int] = []
-    with_order_log(e.tasks, order, pause=0.0002)  # a chunk takes > 20 ms
+    with_order_log(e.tasks, order, pause=0.0005)  # a chunk takes > 20 ms
     # One chunk of tasks, then a later cart-add and order: once the tasks lane is empty (caught
     # up), those wait up to max_idle from their arrival for a task that could still come.
     anchor = anchor_for(0)

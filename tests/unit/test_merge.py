@@ -174,3 +174,24 @@ def test_limit_stops_after_that_many_records() -> None:
     lanes = lanes_of([[1, 2, 3], [1, 2]])
     assert len(merge_ready(lanes, key, now=0.0, max_idle=0.0, limit=3)) == 3
     assert len(left(lanes)) == 2
+
+
+def test_a_caught_up_lane_lets_a_record_go_only_once_a_fetch_after_its_wait_confirms_it() -> None:
+    """Time spent elsewhere is no evidence: the broker's word, `max_idle` after the record
+    arrived, that the empty lane still has nothing is."""
+    lanes = lanes_of([[], [], [1]], arrived=[0.0, 0.0, 100.0])
+    lanes[0].behind = lanes[1].behind = False
+    lanes[0].confirmed, lanes[1].confirmed = 101.0, 300.0
+    # a second later, but lane 0 was last known caught up 1 s after the record came
+    assert merge_ready(lanes, key, now=200.0, max_idle=5.0) == []
+    lanes[0].confirmed = 104.9
+    assert merge_ready(lanes, key, now=200.0, max_idle=5.0) == []
+    lanes[0].confirmed = 105.0  # every empty lane confirmed max_idle after the arrival
+    assert [r.ts for r in merge_ready(lanes, key, now=200.0, max_idle=5.0)] == [1]
+
+
+def test_a_confirmation_cannot_stand_in_for_time_that_has_not_passed() -> None:
+    lanes = lanes_of([[], [1]], arrived=[0.0, 100.0])
+    lanes[0].behind, lanes[0].confirmed = False, 1e9  # a clock that disagrees with `now`
+    assert merge_ready(lanes, key, now=104.0, max_idle=5.0) == []
+    assert [r.ts for r in merge_ready(lanes, key, now=105.0, max_idle=5.0)] == [1]
