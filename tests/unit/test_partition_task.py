@@ -90,10 +90,7 @@ async def test_a_caught_up_empty_lane_is_waited_for_max_idle_only() -> None:
 
 async def test_a_commit_sends_offsets_one_past_the_last_decided_and_one_changelog_per_key() -> None:
     producer = FakeProducer()
-    task = make_task(P, producer=producer)
-    caught_up(task)
-    t = ev.task(ANCHOR, "sku", "xt-1", "2020-09-01T10:00:00+08:00")
-    c, o = sale("2020-09-10T10:00:00+08:00")
+    task, t, c, o = matched_sale(producer)
     refunds = [
         ev.order(ANCHOR, "sku", "taobao", f"2020-09-1{d}T10:00:00+08:00", 2_000,
                  order_id="ord-1", status="refunded")
@@ -199,14 +196,21 @@ async def test_records_older_than_stream_time_are_decided_and_counted_late() -> 
     assert late_count("orders") == before["orders"]
 
 
-async def test_decisions_while_a_transaction_commits_go_into_the_next_one() -> None:
-    """Pipelined commits: after `seal()`, decisions go on; their outputs wait until the sealed
-    transaction has committed, then go out in the next one with their own offsets."""
-    producer = FakeProducer()
+def matched_sale(producer: FakeProducer) -> tuple[PartitionTask, dict, dict, dict]:
+    """A task whose inputs are caught up, a Xingtu match and the sale (cart-add, order) it
+    validates."""
     task = make_task(P, producer=producer)
     caught_up(task)
     t = ev.task(ANCHOR, "sku", "xt-1", "2020-09-01T10:00:00+08:00")
     c, o = sale("2020-09-10T10:00:00+08:00")
+    return task, t, c, o
+
+
+async def test_decisions_while_a_transaction_commits_go_into_the_next_one() -> None:
+    """Pipelined commits: after `seal()`, decisions go on; their outputs wait until the sealed
+    transaction has committed, then go out in the next one with their own offsets."""
+    producer = FakeProducer()
+    task, t, c, o = matched_sale(producer)
     task.buffer("p-xingtu-tasks", [rec("xingtu-tasks", 0, t)])
     assert await task.run(0.0, NOW_MS) == 1
     sealed = task.seal()
@@ -234,10 +238,7 @@ async def test_a_transaction_adds_its_likely_partitions_and_offsets_as_it_begins
     partitions and those the previous transaction wrote to are added, the offsets so far sent
     (the commit's final offsets replace them)."""
     producer = FakeProducer()
-    task = make_task(P, producer=producer)
-    caught_up(task)
-    t = ev.task(ANCHOR, "sku", "xt-1", "2020-09-01T10:00:00+08:00")
-    c, o = sale("2020-09-10T10:00:00+08:00")
+    task, t, c, o = matched_sale(producer)
     task.buffer("p-xingtu-tasks", [rec("xingtu-tasks", 0, t)])
     task.buffer("p-cart-adds", [rec("cart-adds", 0, c)])
     task.buffer("p-orders", [rec("orders", 0, o)])
