@@ -392,8 +392,9 @@ def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     if not spy.exists():
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
+    rate = os.environ.get("BENCH_PROFILE_RATE", "100")  # samples per second
     return subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
+        [str(spy), "record", "--pid", str(pid), "--rate", rate, "--format", "raw",
          "--output", str(out), "--nonblocking"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -30,7 +30,7 @@ from streams.engine.restore import restore
 from streams.engine.store import Backend, MemoryBackend, PartitionState, RocksBackend
 from streams.expiry import Expiry
 from streams.names import INPUT_TOPICS, OUTPUT_TOPICS
-from streams.step import SEEN, RecordStep
+from streams.step import CHARGES, SEEN, TASKS, RecordStep
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,9 @@ class Engine:
             }
             # 2. state as of the last committed transaction
             for p in partitions:
-                states[p] = PartitionState(self._backend_opener(p), mirrored=(SEEN,))
+                states[p] = PartitionState(
+                    self._backend_opener(p), mirrored=(SEEN,), cached=(TASKS, CHARGES)
+                )
             await restore(self._restore_consumer, states, cfg.changelogs)
             # 3. inputs from the offsets committed with that state
             tps = [TopicPartition(cfg.prefix + t, p) for p in partitions for t in INPUT_TOPICS]

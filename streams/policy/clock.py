@@ -53,6 +53,26 @@ def _civil_from_days(z: int) -> tuple[int, int, int]:
     return y + (m <= 2), m, d
 
 
+_HOURS: dict[str, int] = {}
+"""Validated "YYYY-MM-DDTHH" prefixes -> epoch ms of that hour (UTC-naive): events of one
+hour share it, so the calendar arithmetic runs once per hour seen, not per event."""
+_MAX_HOURS = 1 << 14
+
+
+def _hour_ms(m: re.Match[str], s: str) -> int:
+    year, month, day, hour = int(m[1]), int(m[2]), int(m[3]), int(m[4])
+    if year < 1:
+        raise ValueError(f"year out of range: {s!r}")
+    if not 1 <= month <= 12:
+        raise ValueError(f"month out of range: {s!r}")
+    dim = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month]
+    if not 1 <= day <= dim:
+        raise ValueError(f"day out of range: {s!r}")
+    if hour > 23:
+        raise ValueError(f"time of day out of range: {s!r}")
+    return (_days_from_civil(year, month, day) * 24 + hour) * 3_600_000
+
+
 def parse_instant(s: str) -> int:
     """Parse an RFC 3339 date-time with a mandatory offset into epoch ms (sub-ms digits floored).
 
@@ -63,35 +83,27 @@ def parse_instant(s: str) -> int:
     m = _RFC3339.fullmatch(s)
     if m is None:
         raise ValueError(f"not an RFC 3339 date-time with offset: {s!r}")
-    year, month, day = int(m[1]), int(m[2]), int(m[3])
-    hour, minute, second = int(m[4]), int(m[5]), int(m[6])
-    if year < 1:
-        raise ValueError(f"year out of range: {s!r}")
-    if not 1 <= month <= 12:
-        raise ValueError(f"month out of range: {s!r}")
-    dim = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month]
-    if not 1 <= day <= dim:
-        raise ValueError(f"day out of range: {s!r}")
-    if hour > 23 or minute > 59 or second > 59:
+    _, _, _, _, mi, se, frac, sign, oh, om = m.groups()
+    head = s[:13]  # the pattern's fields have fixed widths up to the seconds
+    base = _HOURS.get(head)
+    if base is None:
+        base = _hour_ms(m, s)
+        if len(_HOURS) >= _MAX_HOURS:
+            _HOURS.clear()
+        _HOURS[head] = base
+    minute, second = int(mi), int(se)
+    if minute > 59 or second > 59:
         raise ValueError(f"time of day out of range: {s!r}")
-    frac = m[7]
-    millis = int((frac + "00")[:3]) if frac else 0
-    offset_min = 0
-    if m[8] is not None:
-        oh, om = int(m[9]), int(m[10])
-        if oh > 23 or om > 59:
-            raise ValueError(f"offset out of range: {s!r}")
-        offset_min = oh * 60 + om
-        if m[8] == "-":
-            offset_min = -offset_min
-    seconds = (
-        _days_from_civil(year, month, day) * 86_400
-        + hour * 3600
-        + minute * 60
-        + second
-        - offset_min * 60
-    )
-    return seconds * 1000 + millis
+    ms = base + (minute * 60 + second) * 1000
+    if frac:
+        ms += int((frac + "00")[:3])
+    if sign is None:
+        return ms
+    oh_, om_ = int(oh), int(om)
+    if oh_ > 23 or om_ > 59:
+        raise ValueError(f"offset out of range: {s!r}")
+    offset_ms = (oh_ * 60 + om_) * 60_000
+    return ms - offset_ms if sign == "+" else ms + offset_ms
 
 
 def format_instant(ms: int) -> str:

@@ -112,3 +112,12 @@ def test_decision_time() -> None:
     assert decision_time(1_000_000, 1_300_001, 300_000) == (1_000_001, "record")
     assert decision_time(2_000_000, 1_000_000, 300_000) == (2_000_000, "event")  # future kept
     assert decision_time(1_000_000, 1_000_001, 0) == (1_000_001, "record")
+
+
+def test_an_hour_seen_before_does_not_let_a_bad_minute_second_or_offset_through() -> None:
+    assert parse_instant("2020-09-06T07:59:59.999+08:00") == 1_599_350_399_999
+    for bad in ("2020-09-06T07:60:00+08:00", "2020-09-06T07:00:60+08:00",
+                "2020-09-06T07:00:00+08:60", "2020-09-06T07:00:00+24:00"):
+        with pytest.raises(ValueError):
+            parse_instant(bad)
+    assert parse_instant("2020-09-06T07:00:00-01:30") == 1_599_381_000_000

@@ -154,6 +154,33 @@ def test_a_mirrored_store_answers_from_memory_and_follows_commits_forgets_and_re
     st.close()
 
 
+def test_a_cached_store_keeps_committed_values_and_absences_bounded_and_follows_changes(
+    opener: Opener,
+) -> None:
+    st = PartitionState(opener, cached=(TASKS,), cache_entries=4)
+    st.put(TASKS, "t1", {"v": 1})
+    st.commit(st.seal(), {TASKS: 0})
+    assert st.get(TASKS, "nope") is None
+    st.backend.write([(b"tasks|t1", None), (b"tasks|nope", b"9")])  # behind the cache's back
+    assert st.get(TASKS, "t1") == {"v": 1} and st.get(TASKS, "nope") is None  # both remembered
+    st.put(TASKS, "t1", None)
+    st.discard()  # an aborted write never reaches the cache
+    assert st.get(TASKS, "t1") == {"v": 1}
+    st.put(TASKS, "t1", {"v": 2})
+    st.commit(st.seal(), {TASKS: 1})
+    assert st.get(TASKS, "t1") == {"v": 2}  # a committed write replaces the cached value
+    for i in range(3):
+        st.get(TASKS, f"other{i}")  # the fifth entry pushes the oldest half out
+    assert st.get(TASKS, "nope") == 9  # forgotten, so read from the store again
+    st.forget(TASKS, ["nope"])
+    assert st.get(TASKS, "nope") is None
+    st.restore(TASKS, [(b"t1", b"3")], last=2)
+    assert st.get(TASKS, "t1") == 3  # a restore drops the cache
+    st.wipe()
+    assert st.get(TASKS, "t1") is None
+    st.close()
+
+
 def test_writes_after_a_seal_belong_to_the_next_transaction(opener: Opener) -> None:
     """Pipelined commits: the sealed writes are read under the new ones, committed alone, and
     a failure forgets both."""
