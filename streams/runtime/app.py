@@ -17,6 +17,15 @@ from streams.topics import StartupError, ensure_topics
 
 log = logging.getLogger("streams")
 
+CYCLE_COLLECTION_INTERVAL = 30.0
+"""Seconds between the worker's collections of reference cycles, once it has started.
+
+Python's automatic collection is off from then on. Under load it ran about 90 times a second,
+found nothing (0 objects in 1,353 collections while deciding a 300k-event backlog) and took
+about 8 % of the main thread; its full collections, 30-100 ms each, every ~1.5 s, were the
+decision latency's tail. What the worker drops is freed by reference counting; a collection
+every 30 s bounds what a reference cycle could hold."""
+
 
 def fail(message: str) -> None:
     """One clear line on stderr and exit 2: no traceback for a user's mistake."""
@@ -68,6 +77,13 @@ class StreamsApp(faust.App):
         # process: out of the collector's sight, a full collection no longer walks it. Measured
         # at 8,000 events/s: full collections of 68-95 ms every ~9 s before, none after.
         gc.freeze()
+        gc.disable()
+
+    @faust.Service.timer(CYCLE_COLLECTION_INTERVAL)
+    async def _collect_cycles(self) -> None:
+        found = gc.collect()
+        if found:
+            log.info("collected %d objects held in reference cycles", found)
 
     async def on_stop(self) -> None:
         # commit what was decided and close the partitions' producers before Faust leaves

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from streams.loadgen import expected_outputs, generate, send_planned
-from tests.integration.harness import BOOTSTRAP, REPO, Worker, free_port
+from tests.integration.harness import BOOTSTRAP, REPO, Worker, free_port, metric_value
 
 pytestmark = pytest.mark.integration
 PROM_DIR = REPO / "deploy" / "prometheus"
@@ -113,6 +113,9 @@ async def test_prometheus_sees_what_was_sent(make_worker, prometheus) -> None:
     base = prometheus(w.web_port)
     planned = generate(3000, seed=7, malformed_share=0.02, anchors=40)
     exp = expected_outputs(planned)  # one plan, tasks and sales interleaved by timestamp
+    young = "python_gc_collections_total"
+    young_before = metric_value(w.metrics(), young, generation="0")
+    assert young_before > 0, "python_gc_collections_total is missing from /metrics"
 
     stats = await send_planned(planned, bootstrap=BOOTSTRAP, prefix=w.prefix, progress=False)
     assert stats.errors == 0
@@ -129,6 +132,9 @@ async def test_prometheus_sees_what_was_sent(make_worker, prometheus) -> None:
         got = scalar_sum(base, f'livecommerce_events_total{{topic="{topic}",outcome="{outcome}"}}')
         assert got == n, (topic, outcome, got, n)
     assert scalar_sum(base, "livecommerce_events_total") == total
+    # automatic garbage collection is off once the worker started (streams.runtime.app): the
+    # young generation was never collected while it decided; the timer's collections are full
+    assert metric_value(w.metrics(), young, generation="0") == young_before
     for (subject, reason), n in exp.rejections_by_subject_reason.items():
         expr = f'livecommerce_rejections_total{{subject="{subject}",reason="{reason}"}}'
         assert scalar_sum(base, expr) == n, (subject, reason)
