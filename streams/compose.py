@@ -60,6 +60,7 @@ def build_engine(settings: Settings, seed: PolicyDocument, book: PolicyBook) -> 
         store=settings.store,
         commit_interval=settings.commit_interval,
         max_idle=settings.max_idle_ms / 1000,
+        state_cache_entries=settings.state_cache_entries,
         dedup_retention_ms=seed.policy.dedup_retention_ms,
         recovery_timeout=settings.recovery_timeout,
         client=client_config(settings),

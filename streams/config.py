@@ -48,6 +48,7 @@ class Settings:
     processing_guarantee: str = "exactly_once"
     commit_interval: float = 0.1
     max_idle_ms: int = 20
+    state_cache_entries: int = 8192
     recovery_timeout: float = 120.0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -212,6 +213,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         max_idle_ms=_get(
             e, "STREAMS_MAX_IDLE_MS", d.max_idle_ms, _int_in(0, 3_600_000), "0..3600000 ms"
+        ),
+        state_cache_entries=_get(
+            e,
+            "STREAMS_STATE_CACHE_ENTRIES",
+            d.state_cache_entries,
+            _int_in(0, 10_000_000),
+            "0..10000000 entries (0: no cache)",
         ),
         recovery_timeout=_get(
             e, "STREAMS_RECOVERY_TIMEOUT", d.recovery_timeout, _positive_float, "seconds > 0"

@@ -70,6 +70,9 @@ class EngineConfig:
     client: dict[str, Any]
     """bootstrap_servers and security settings for every aiokafka client."""
     trace: bool = False
+    state_cache_entries: int = 0
+    """Committed task and charge values kept decoded per store and partition number (see
+    `PartitionState`)."""
 
 
 class Engine:
@@ -193,7 +196,10 @@ class Engine:
             # 2. state as of the last committed transaction
             for p in partitions:
                 states[p] = PartitionState(
-                    self._backend_opener(p), mirrored=(SEEN,), cached=(TASKS, CHARGES)
+                    self._backend_opener(p),
+                    mirrored=(SEEN,),
+                    cached=(TASKS, CHARGES) if cfg.state_cache_entries else (),
+                    cache_entries=cfg.state_cache_entries,
                 )
             await restore(self._restore_consumer, states, cfg.changelogs)
             # 3. inputs from the offsets committed with that state

@@ -20,8 +20,6 @@ from streams.step import STORES
 
 _OFFSET = "__offset__"
 _ABSENT = object()
-CACHE_ENTRIES = 1 << 14
-"""Committed values a cached store keeps decoded in memory, per store and partition number."""
 
 
 class Backend(Protocol):
@@ -122,7 +120,7 @@ class PartitionState:
         open_backend: Callable[[], Backend],
         mirrored: tuple[str, ...] = (),
         cached: tuple[str, ...] = (),
-        cache_entries: int = CACHE_ENTRIES,
+        cache_entries: int = 8192,
     ) -> None:
         self._open = open_backend
         self.backend = open_backend()
