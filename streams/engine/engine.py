@@ -198,7 +198,7 @@ class Engine:
                 states[p] = PartitionState(
                     self._backend_opener(p),
                     mirrored=(SEEN,),
-                    cached=(TASKS, CHARGES) if cfg.state_cache_entries else (),
+                    cached=(TASKS, CHARGES),
                     cache_entries=cfg.state_cache_entries,
                 )
             await restore(self._restore_consumer, states, cfg.changelogs)

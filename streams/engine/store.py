@@ -109,7 +109,7 @@ class PartitionState:
     ids: every record looks one up and most are not there, and the dedup expiry keeps each id
     in memory anyway), so its reads never reach RocksDB.
 
-    A store named in `cached` keeps its last `cache_entries` committed values read or written,
+    A store named in `cached` keeps its last `cache_entries` (> 0) committed values read or written,
     decoded, absent keys included (a Xingtu task or an order is read by the events that follow
     it, and most cart-adds ask for a task that does not exist): a hit skips the RocksDB read
     and the JSON decode. Oldest first out, half at a time.
@@ -120,7 +120,7 @@ class PartitionState:
         open_backend: Callable[[], Backend],
         mirrored: tuple[str, ...] = (),
         cached: tuple[str, ...] = (),
-        cache_entries: int = 8192,
+        cache_entries: int = 0,
     ) -> None:
         self._open = open_backend
         self.backend = open_backend()
@@ -129,7 +129,9 @@ class PartitionState:
         """Writes of the transaction being committed, while `_pending` takes the next one's."""
         self._mirrored = mirrored
         self._mirror: dict[str, dict[str, Any]] = {}
-        self._cache: dict[str, dict[str, Any]] = {store: {} for store in cached}
+        self._cache: dict[str, dict[str, Any]] = {
+            store: {} for store in (cached if cache_entries > 0 else ())
+        }
         self._cache_entries = cache_entries
 
     def _remember(self, cache: dict[str, Any], key: str, value: Any) -> None:
